@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ LEVELS = (1, 2, 3, 4)
 """Severity levels: 1 is the most urgent, 4 the least."""
 
 
-class Clock(str, Enum):
+class Clock(StrEnum):
     """How a span of time is counted."""
 
     WALL = "clock"

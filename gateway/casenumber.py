@@ -1,0 +1,76 @@
+"""Case numbers: how they look, and how they are found again in a subject.
+
+The number itself comes from the database (the case row's identity), so it
+is unique across processes and hosts; this module only formats it and
+recognises the tag that every mail about a case carries in its subject:
+``[HD-000123]``. Reply prefixes (``Re:``, ``AW:``, ``Fwd:``) are added in
+front of the subject by mail clients, so a tag anywhere in the subject is
+found.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import datetime
+from functools import lru_cache
+
+_ALLOWED_FIELDS = {"seq", "year"}
+_SAFE = re.compile(r"[A-Za-z0-9#_./-]+")
+
+
+def check_format(pattern: str) -> None:
+    """Raise ``ValueError`` with a reason when ``pattern`` cannot make a case number.
+
+    A number must contain ``{seq}`` (what makes it unique), may contain
+    ``{year}``, and must be made of characters that survive any mail client
+    in a subject: letters, digits and ``# _ . / -``.
+    """
+    fields = set()
+    try:
+        for _literal, field, spec, _conv in string.Formatter().parse(pattern):
+            if field is not None:
+                fields.add(field)
+                if field not in _ALLOWED_FIELDS:
+                    raise ValueError(f"unknown field {{{field}}}; use {{seq}} and {{year}}")
+                if spec and not re.fullmatch(r"0?\d*d", spec):
+                    raise ValueError(f"{{{field}:{spec}}} is not a whole-number format")
+        sample = pattern.format(seq=1, year=2026)
+    except (ValueError, IndexError, KeyError) as error:
+        raise ValueError(f"not a usable format: {error}") from None
+    if "seq" not in fields:
+        raise ValueError("must contain {seq}")
+    if not _SAFE.fullmatch(sample):
+        raise ValueError(f"makes {sample!r}; use only letters, digits and # _ . / -")
+
+
+def format_number(pattern: str, seq: int, opened_at: datetime) -> str:
+    """The case number for the ``seq``-th case, opened at ``opened_at``."""
+    return pattern.format(seq=seq, year=opened_at.year)
+
+
+def subject_tag(number: str) -> str:
+    """The tag put in front of every subject the gateway writes about a case."""
+    return f"[{number}]"
+
+
+@lru_cache(maxsize=16)
+def _tag_pattern(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for literal, field, _spec, _conv in string.Formatter().parse(pattern):
+        parts.append(re.escape(literal))
+        if field == "seq":
+            parts.append(r"\d+")
+        elif field == "year":
+            parts.append(r"\d{4}")
+    return re.compile(r"\[(" + "".join(parts) + r")\]", re.IGNORECASE)
+
+
+def find_case_number(pattern: str, subject: str) -> str | None:
+    """The case number tagged in ``subject``, or ``None``.
+
+    Only the first tag counts: a forwarded chain may quote other cases' tags
+    further on.
+    """
+    match = _tag_pattern(pattern).search(subject)
+    return match.group(1) if match else None

@@ -1,0 +1,141 @@
+"""The ``helpdesk`` command.
+
+Every command reads the same settings (``--config``, ``HELPDESK_*``); any
+configuration error is one line on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.errors import ConfigError
+from gateway.policy.commands import policy
+from gateway.settings import CONFIG_ENV, Settings, load_settings
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration error, shown as its one line; exit status 2."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def _settings(ctx: click.Context) -> Settings:
+    try:
+        return load_settings(ctx.obj["config"])
+    except ConfigError as error:
+        raise ConfigProblem(str(error)) from None
+
+
+def _guarded(action: Any, *args: Any) -> None:
+    try:
+        action(*args)
+    except ConfigError as error:
+        raise ConfigProblem(str(error)) from None
+
+
+@click.group()
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Settings file (default: $HELPDESK_CONFIG, else ./helpdesk.toml if present).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
+    """Email helpdesk gateway: mail in, numbered cases, a support policy kept."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the whole gateway in this process (SMTP, workers, recovery)."""
+    from gateway.service import Embedded, wait_for_signal
+
+    settings = _settings(ctx)
+    try:
+        gateway = Embedded(settings)
+        gateway.start()
+    except ConfigError as error:
+        raise ConfigProblem(str(error)) from None
+    mode = "in-process workers" if settings.embedded else f"broker {settings.broker.url}"
+    sink = settings.relay.host or f"files in {settings.outbox_dir}"
+    click.echo(f"helpdesk gateway running ({mode}); outgoing mail: {sink}. Ctrl-C stops it.")
+    try:
+        wait_for_signal()
+    finally:
+        gateway.stop()
+
+
+@main.command()
+@click.pass_context
+def smtp(ctx: click.Context) -> None:
+    """Run only the inbound SMTP server (production; needs a broker)."""
+    from gateway.service import run_smtp
+
+    _guarded(run_smtp, _settings(ctx))
+
+
+@main.command()
+@click.pass_context
+def sweeper(ctx: click.Context) -> None:
+    """Run only the recovery sweep (production)."""
+    from gateway.service import run_sweeper
+
+    _guarded(run_sweeper, _settings(ctx))
+
+
+@main.command()
+@click.option("--processes", type=int, default=2, show_default=True)
+@click.option("--threads", type=int, default=8, show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, processes: int, threads: int) -> None:
+    """Run Dramatiq worker processes for the configured broker (production)."""
+    settings = _settings(ctx)
+    if settings.embedded:
+        raise ConfigProblem(
+            "broker.url is empty: workers run inside `helpdesk serve`; "
+            "set HELPDESK_BROKER_URL to run them apart"
+        )
+    if ctx.obj["config"] is not None:
+        os.environ[CONFIG_ENV] = str(Path(ctx.obj["config"]).resolve())
+    argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(processes),
+            "--threads", str(threads), "--queues", "inbound", "outbox"]
+    os.execv(sys.executable, argv)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Migrate the database to the newest schema."""
+    from gateway.database import make_engine
+    from gateway.database import upgrade as run_upgrade
+
+    engine = make_engine(_settings(ctx).database_url)
+    try:
+        run_upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo("database schema is up to date")
+
+
+main.add_command(policy)

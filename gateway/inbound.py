@@ -1,0 +1,45 @@
+"""The inbound store: the first and only thing an edge does with a message.
+
+``accept`` commits the raw bytes before the edge says yes (SMTP 250, IMAP
+flag), so from then on the gateway is responsible for the message: the
+pipeline, the recovery sweep and quarantine all start from this row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.database import transaction
+from gateway.errors import StoreUnavailable
+from gateway.mail import identify
+from gateway.models import InboundMessage, InboundStatus
+
+
+def accept(
+    sessions: sessionmaker[Session],
+    raw: bytes,
+    *,
+    source: str,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+) -> int:
+    """Store ``raw`` durably and return its id; ``StoreUnavailable`` if the database
+    cannot take it (the edge then asks the sender to retry)."""
+    message_id, digest = identify(raw)
+    try:
+        with transaction(sessions) as session:
+            row = InboundMessage(
+                received_at=now, source=source, envelope_sender=sender,
+                envelope_recipients=list(recipients), message_id=message_id, digest=digest,
+                raw=raw, status=InboundStatus.RECEIVED, enqueued_at=now,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+    except SQLAlchemyError as error:
+        raise StoreUnavailable(str(error).splitlines()[0]) from error

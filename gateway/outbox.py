@@ -1,0 +1,131 @@
+"""The outbox: one row per outgoing mail, claimed, sent once, retried with backoff.
+
+A row moves ``pending → sending → sent`` (or ``failed``). Claiming is a
+conditional update, so two senders running for the same row (a broker
+redelivery, a recovery sweep) cannot both send it: the second finds it no
+longer pending and does nothing. See ``gateway.relay`` for how "sent" is
+committed at the one moment that makes a kill lose nothing and double
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.compose import Outgoing
+from gateway.database import transaction
+from gateway.models import OutboxRow, OutboxStatus
+from gateway.relay import Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = timedelta(seconds=30)
+LONGEST_RETRY = timedelta(hours=1)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff after the ``attempts``-th failed attempt: 30 s, 1 min, 2 min… 1 h."""
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+
+
+def add_to_outbox(
+    session: Session, *, key: str, kind: str, mail: Outgoing, case_id: int | None,
+    now: datetime,
+) -> OutboxRow:
+    """A new pending row, in the caller's transaction (so it exists iff the decision does)."""
+    row = OutboxRow(
+        key=key, kind=kind, case_id=case_id, sender=mail.sender,
+        recipients=list(mail.recipients), message_id=mail.message_id, raw=mail.raw,
+        status=OutboxStatus.PENDING, attempts=0, created_at=now, next_attempt_at=now,
+    )
+    session.add(row)
+    return row
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    claim: str
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+
+
+def claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> Claimed | None:
+    """Take the row for sending, or ``None`` if it is not due or someone else has it."""
+    token = secrets.token_hex(8)
+    with transaction(sessions) as session:
+        taken = session.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.id == outbox_id,
+                OutboxRow.status == OutboxStatus.PENDING,
+                OutboxRow.next_attempt_at <= now,
+            )
+            .values(
+                status=OutboxStatus.SENDING, claim=token, claimed_at=now,
+                attempts=OutboxRow.attempts + 1,
+            )
+        ).rowcount
+        if not taken:
+            return None
+        row = session.execute(select(OutboxRow).where(OutboxRow.id == outbox_id)).scalar_one()
+        return Claimed(row.id, token, row.sender, tuple(row.recipients), row.raw, row.attempts)
+
+
+def _settle(
+    sessions: sessionmaker[Session], claimed: Claimed, **values: object
+) -> bool:
+    with transaction(sessions) as session:
+        return bool(
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == claimed.id, OutboxRow.claim == claimed.claim)
+                .values(**values)
+            ).rowcount
+        )
+
+
+def send_one(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    outbox_id: int,
+    now: datetime,
+    *,
+    max_attempts: int,
+) -> tuple[Delivery | None, timedelta | None]:
+    """Try to send one row. Returns the delivery (``None`` if not ours to send) and,
+    after a temporary failure, the delay before the next attempt."""
+    claimed = claim(sessions, outbox_id, now)
+    if claimed is None:
+        return None, None
+
+    def commit_sent() -> bool:
+        return _settle(
+            sessions, claimed, status=OutboxStatus.SENT, sent_at=now, last_error=None
+        )
+
+    delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
+    if delivery.outcome in ("sent", "aborted"):
+        return delivery, None
+    if delivery.outcome == "temporary" and claimed.attempts < max_attempts:
+        delay = retry_delay(claimed.attempts)
+        _settle(
+            sessions, claimed, status=OutboxStatus.PENDING, claim=None,
+            next_attempt_at=now + delay, last_error=delivery.detail, sent_at=None,
+        )
+        log.warning("outbox %s: %s; retry in %s", outbox_id, delivery.detail, delay)
+        return delivery, delay
+    reason = delivery.detail
+    if delivery.outcome == "temporary":
+        reason = f"gave up after {claimed.attempts} attempts: {reason}"
+    _settle(sessions, claimed, status=OutboxStatus.FAILED, last_error=reason, sent_at=None)
+    log.error("outbox %s failed: %s", outbox_id, reason)
+    return delivery, None

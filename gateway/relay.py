@@ -1,0 +1,178 @@
+"""The outbound edge: hand one rendered mail to the relay, exactly once.
+
+Sending and recording "sent" cannot be one atomic step. The gateway shrinks
+the gap to almost nothing by committing "sent" *between* the message body
+and the final ``.`` of the SMTP DATA phase: a relay discards a transaction
+whose final dot never came, so a process killed before the commit sends
+nothing (the row is claimed again later), and one killed after it has
+already passed the message to the kernel with the dot. If the relay then
+refuses the dot, the commit is undone by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+CommitPoint = Callable[[], bool]
+"""Records the mail as sent; returns False when the row is no longer ours (abort)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a delivery attempt ended."""
+
+    outcome: Literal["sent", "temporary", "permanent", "aborted"]
+    detail: str = ""
+
+
+class Transport(Protocol):
+    def deliver(
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+    ) -> Delivery: ...
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _data_payload(raw: bytes) -> bytes:
+    """``raw`` with CRLF line ends and dot-stuffing, without the final dot."""
+    data = re.sub(rb"\r?\n", b"\r\n", raw)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data)
+
+
+class SmtpRelay:
+    """Delivers through an SMTP relay, one connection per mail."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: Literal["none", "starttls", "tls"] = "none",
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.username, self.password, self.timeout = username, password, timeout
+        self.local_hostname = local_hostname
+
+    def deliver(
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+    ) -> Delivery:
+        try:
+            with self._connect() as smtp:
+                return self._transaction(smtp, sender, recipients, raw, commit)
+        except smtplib.SMTPResponseException as error:
+            return _reply(error.smtp_code, error.smtp_error)
+        except (OSError, smtplib.SMTPException) as error:
+            return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
+
+    def _connect(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if self.tls == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=context,
+                local_hostname=self.local_hostname,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
+            )
+        smtp.ehlo()
+        if self.tls == "starttls":
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if self.username:
+            smtp.login(self.username, self.password)
+        return smtp
+
+    def _transaction(
+        self, smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes,
+        commit: CommitPoint,
+    ) -> Delivery:
+        code, text = smtp.mail(sender)
+        if code != 250:
+            return _reply(code, text)
+        refused = []
+        for recipient in recipients:
+            code, text = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                refused.append((code, text))
+        if len(refused) == len(recipients):
+            return _reply(*refused[0])
+        code, text = smtp.docmd("DATA")
+        if code != 354:
+            return _reply(code, text)
+        smtp.send(_data_payload(raw))
+        if not commit():
+            smtp.close()  # drop the transaction: without the final dot nothing is sent
+            return Delivery("aborted", "row no longer held by this sender")
+        smtp.send(b".\r\n")
+        code, text = smtp.getreply()
+        if code != 250:
+            return _reply(code, text)
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            smtp.quit()  # the mail is delivered; a lost goodbye does not matter
+        return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}")
+
+
+def _reply(code: int, text: bytes | str) -> Delivery:
+    detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    outcome: Literal["temporary", "permanent"] = "permanent" if 500 <= code < 600 else "temporary"
+    return Delivery(outcome, f"{code} {detail}")
+
+
+class EmlFolder:
+    """Embedded mode without a relay: each mail becomes an ``.eml`` file, logged.
+
+    The file is written and synced under a temporary name and renamed into
+    place after the commit, so the folder never holds a half-written mail
+    nor a mail the database does not count as sent.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def deliver(
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+    ) -> Delivery:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(raw)
+                file.flush()
+                os.fsync(file.fileno())
+            if not commit():
+                return Delivery("aborted", "row no longer held by this sender")
+            name = self._name(raw)
+            os.replace(temporary, self.folder / name)
+        except OSError as error:
+            return Delivery("temporary", f"cannot write to {self.folder}: {error}")
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        log.info("mail to %s written to %s", ", ".join(recipients), self.folder / name)
+        return Delivery("sent", str(self.folder / name))
+
+    @staticmethod
+    def _name(raw: bytes) -> str:
+        match = re.search(rb"(?im)^message-id:\s*<([^@>]+)@", raw)
+        stem = match.group(1).decode("ascii", "replace") if match else "mail"
+        return re.sub(r"[^A-Za-z0-9._-]", "_", stem) + ".eml"

@@ -1,0 +1,74 @@
+"""Assembling the gateway from its settings: one place that wires the parts.
+
+Every process (``helpdesk serve``, ``helpdesk smtp``, a Dramatiq worker, the
+sweeper) builds the same ``Runtime``; only which parts it runs differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.compose import Identity, Renderer
+from gateway.database import make_engine, make_sessionmaker
+from gateway.pipeline import PipelineContext
+from gateway.policy.loader import load_named
+from gateway.relay import EmlFolder, SmtpRelay, Transport
+from gateway.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    pipeline: PipelineContext
+    transport: Transport
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def loop_token(settings: Settings) -> str:
+    """The value of our loop header: the same in every process of one installation."""
+    return hashlib.sha256(f"helpdesk:{settings.sender_address}".encode()).hexdigest()[:16]
+
+
+def make_transport(settings: Settings) -> Transport:
+    relay = settings.relay
+    if not relay.host:
+        return EmlFolder(settings.outbox_dir)
+    return SmtpRelay(
+        relay.host, relay.port, tls=relay.tls, username=relay.username,
+        password=relay.password, timeout=relay.timeout,
+        local_hostname=settings.smtp.hostname or socket.getfqdn(),
+    )
+
+
+def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
+    """Everything but the broker: database, policy, templates, identity, transport.
+
+    Raises ``ConfigError`` when the policy or templates cannot be loaded.
+    """
+    policy = load_named(settings.policy, Path(settings.policies_dir))
+    engine = make_engine(settings.database_url, pool_size=pool_size)
+    sessions = make_sessionmaker(engine)
+    identity = Identity(
+        sender=settings.sender_address,
+        message_id_domain=settings.message_id_domain,
+        loop_token=loop_token(settings),
+    )
+    pipeline = PipelineContext(
+        sessions=sessions,
+        policy=policy,
+        renderer=Renderer(Path(settings.templates_dir)),
+        identity=identity,
+        number_format=settings.cases.number_format,
+        own_addresses=frozenset({*settings.support.addresses, settings.sender_address.lower()}),
+    )
+    return Runtime(settings, engine, sessions, pipeline, make_transport(settings))

@@ -1,0 +1,151 @@
+"""The gateway's long-running processes, assembled from a ``Runtime``.
+
+``serve`` is the embedded deployment (SMTP, in-process workers and the
+recovery sweep in one process); ``smtp`` and ``sweeper`` are the separate
+processes of a production deployment, next to ``dramatiq workers.main``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import dramatiq
+
+from gateway.clock import utcnow
+from gateway.database import is_current, upgrade
+from gateway.inbound import accept
+from gateway.recovery import Dispatcher, sweep
+from gateway.runtime import Runtime, build_runtime
+from gateway.settings import Settings
+from gateway.smtp_server import InboundHandler, make_controller, tls_context
+from workers.actors import declare
+from workers.broker import make_broker
+
+log = logging.getLogger(__name__)
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    stop.wait()
+
+
+class Sweeper:
+    """Runs the recovery sweep now and then every ``interval`` seconds, in a thread."""
+
+    def __init__(self, runtime: Runtime, dispatch: Dispatcher, *, startup: bool) -> None:
+        self.runtime = runtime
+        self.dispatch = dispatch
+        self.startup = startup
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recovery-sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def once(self, stale_after: timedelta) -> None:
+        try:
+            sweep(self.runtime.sessions, self.dispatch, utcnow(), stale_after)
+        except Exception:  # the database may be away; the next round tries again
+            log.exception("recovery sweep failed")
+
+    def _run(self) -> None:
+        recovery = self.runtime.settings.recovery
+        stale_after = timedelta(seconds=recovery.stale_after)
+        # A process whose queue lives in its own memory starts with nothing queued:
+        # everything unfinished in the database is its to hand out.
+        self.once(timedelta(0) if self.startup else stale_after)
+        while not self._stop.wait(recovery.interval):
+            self.once(stale_after)
+
+
+def smtp_handler(runtime: Runtime, dispatch: Dispatcher) -> InboundHandler:
+    def store(raw: bytes, sender: str, recipients: list[str]) -> int:
+        return accept(runtime.sessions, raw, source="smtp", sender=sender,
+                      recipients=recipients, now=utcnow())
+
+    return InboundHandler(store, dispatch.process, runtime.settings.support.addresses, utcnow)
+
+
+def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
+    """Start the SMTP listener; returns its stop function."""
+    smtp = runtime.settings.smtp
+    controller = make_controller(
+        smtp_handler(runtime, dispatch), host=smtp.host, port=smtp.port,
+        max_message_size=smtp.max_message_size, hostname=smtp.hostname,
+        tls=tls_context(smtp.tls_cert, smtp.tls_key),
+    )
+    controller.start()
+    log.info("SMTP listening on %s:%s for %s", smtp.host, controller.port,
+             ", ".join(runtime.settings.support.addresses))
+    return controller.stop
+
+
+def migrate_if_needed(runtime: Runtime) -> None:
+    if not is_current(runtime.engine):
+        log.info("bringing the database schema up to date")
+        upgrade(runtime.engine)
+
+
+class Embedded:
+    """The whole gateway in one process: ``helpdesk serve``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.broker = make_broker(settings)
+        self.runtime = build_runtime(settings)
+        self.dispatch = declare(self.broker, self.runtime)
+        self.worker = dramatiq.Worker(
+            self.broker, worker_threads=settings.broker.worker_threads, worker_timeout=100
+        )
+        self.sweeper = Sweeper(self.runtime, self.dispatch, startup=settings.embedded)
+        self._stop_smtp: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        migrate_if_needed(self.runtime)
+        self.worker.start()
+        self.sweeper.start()
+        self._stop_smtp = start_smtp(self.runtime, self.dispatch)
+
+    def stop(self) -> None:
+        if self._stop_smtp:
+            self._stop_smtp()
+        self.sweeper.stop()
+        self.worker.stop()
+        self.broker.close()
+        self.runtime.close()
+
+
+def run_smtp(settings: Settings) -> None:
+    """The SMTP edge alone, enqueueing to the configured broker."""
+    broker = make_broker(settings)
+    runtime = build_runtime(settings)
+    stop = start_smtp(runtime, declare(broker, runtime))
+    try:
+        wait_for_signal()
+    finally:
+        stop()
+        runtime.close()
+
+
+def run_sweeper(settings: Settings) -> None:
+    """The recovery sweep alone (production: one per installation is enough)."""
+    broker = make_broker(settings)
+    runtime = build_runtime(settings)
+    sweeper = Sweeper(runtime, declare(broker, runtime), startup=False)
+    sweeper.start()
+    try:
+        wait_for_signal()
+    finally:
+        sweeper.stop()
+        runtime.close()
+

@@ -1,0 +1,252 @@
+"""Gateway settings: one TOML file, then ``HELPDESK_*`` environment overrides.
+
+Every key of the file can be overridden by an environment variable named
+after its dotted path: ``smtp.port`` → ``HELPDESK_SMTP_PORT``,
+``support.addresses`` → ``HELPDESK_SUPPORT_ADDRESSES`` (comma-separated).
+A bad file or value stops start-up with one line naming the file (or the
+variable), the key and the reason; ``config/gateway.example.toml`` documents
+every key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = Path("helpdesk.toml")
+"""Looked for in the working directory when ``--config`` is not given."""
+
+ENV_PREFIX = "HELPDESK_"
+CONFIG_ENV = "HELPDESK_CONFIG"
+"""Path of the settings file, for processes started by others (Dramatiq workers)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """SQLAlchemy URL; empty means SQLite in ``data_dir``."""
+
+
+class BrokerSettings(_Section):
+    url: str = ""
+    """``redis://…``; empty means in-process workers (embedded mode)."""
+
+    worker_threads: int = Field(default=4, ge=1, le=64)
+    """Threads of the in-process worker in embedded mode."""
+
+
+class SmtpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)
+    hostname: str = ""
+    """Name announced in the greeting; empty means this machine's name."""
+
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    """Bytes; larger mail is refused with 552 (announced with SIZE)."""
+
+    tls_cert: str = ""
+    tls_key: str = ""
+    """STARTTLS is offered when both are set."""
+
+
+class SupportSettings(_Section):
+    addresses: tuple[str, ...] = ("support@localhost",)
+    """Recipients accepted; anything else gets 550 (the gateway is no relay)."""
+
+    from_address: str = ""
+    """Sender of the gateway's mail; empty means the first support address."""
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one support address is needed")
+        for address in value:
+            if not _ADDRESS.fullmatch(address):
+                raise ValueError(f"{address!r} is not a mail address")
+        return tuple(a.lower() for a in value)
+
+
+class RelaySettings(_Section):
+    host: str = ""
+    """Outbound SMTP relay; empty means write each mail as .eml into ``outbox_dir``."""
+
+    port: int = Field(default=25, ge=1, le=65535)
+    tls: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password: str = ""
+    timeout: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=12, ge=1)
+    """Temporary failures are retried with exponential backoff this many times."""
+
+    outbox_dir: str = ""
+    """Where .eml files go without a relay; empty means ``data_dir/outbox``."""
+
+
+class RecoverySettings(_Section):
+    interval: float = Field(default=30.0, gt=0)
+    """Seconds between sweeps for unfinished inbound mail and unsent outbox rows."""
+
+    stale_after: float = Field(default=60.0, gt=0)
+    """Seconds after which queued work that has not finished is enqueued again."""
+
+
+class CasesSettings(_Section):
+    number_format: str = "HD-{seq:06d}"
+    """Python format with ``{seq}`` (required) and optionally ``{year}``."""
+
+    @field_validator("number_format")
+    @classmethod
+    def _number_format(cls, value: str) -> str:
+        from gateway.casenumber import check_format
+
+        check_format(value)
+        return value
+
+
+class Settings(_Section):
+    data_dir: str = "data"
+    policy: str = "lumenvox"
+    policies_dir: str = str(PROJECT_ROOT / "config" / "policies")
+    templates_dir: str = str(PROJECT_ROOT / "templates")
+    mail_domain: str = ""
+    """Domain of the gateway's Message-IDs; empty means that of the first support address."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    support: SupportSettings = SupportSettings()
+    relay: RelaySettings = RelaySettings()
+    recovery: RecoverySettings = RecoverySettings()
+    cases: CasesSettings = CasesSettings()
+
+    source: str = Field(default="defaults", exclude=True)
+    """Where the settings came from, for messages."""
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'helpdesk.sqlite3'}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return Path(self.relay.outbox_dir or Path(self.data_dir) / "outbox")
+
+    @property
+    def sender_address(self) -> str:
+        return self.support.from_address or self.support.addresses[0]
+
+    @property
+    def message_id_domain(self) -> str:
+        return self.mail_domain or self.sender_address.rpartition("@")[2]
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: workers run inside the gateway process."""
+        return not self.broker.url
+
+
+_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read ``path`` (or ``$HELPDESK_CONFIG``, or ``./helpdesk.toml`` when present)
+    and apply ``HELPDESK_*`` overrides.
+
+    Raises ``ConfigError`` naming the file or variable, the key and the reason.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or bool(environ.get(CONFIG_ENV))
+    path = path or Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path.exists():
+        data = _read_toml(path)
+        source = path.name
+    elif explicit:
+        raise ConfigError(str(path), "", "no such settings file")
+    overrides = _environment_overrides(environ)
+    for dotted, (variable, value) in overrides.items():
+        _set_dotted(data, dotted, value, variable)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as error:
+        raise _config_error(error, source, overrides) from None
+    return settings.model_copy(update={"source": source})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path.name, "", f"not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(str(path), "", error.strerror or str(error)) from None
+
+
+def _known_keys() -> dict[str, Any]:
+    """Dotted key → annotation of every setting, for mapping variables to keys."""
+    keys: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        if name == "source":
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            for sub, subfield in annotation.model_fields.items():
+                keys[f"{name}.{sub}"] = subfield.annotation
+        else:
+            keys[name] = annotation
+    return keys
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    overrides: dict[str, tuple[str, Any]] = {}
+    for dotted, annotation in _known_keys().items():
+        variable = ENV_PREFIX + dotted.replace(".", "_").upper()
+        if variable in environ:
+            raw = environ[variable]
+            is_list = getattr(annotation, "__origin__", None) is tuple
+            value: Any = [v.strip() for v in raw.split(",") if v.strip()] if is_list else raw
+            overrides[dotted] = (variable, value)
+    return overrides
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, variable: str) -> None:
+    head, _, tail = dotted.partition(".")
+    if not tail:
+        data[head] = value
+        return
+    section = data.setdefault(head, {})
+    if not isinstance(section, dict):
+        raise ConfigError(variable, head, "is not a table in the settings file")
+    section[tail] = value
+
+
+def _config_error(
+    error: ValidationError, source: str, overrides: Mapping[str, tuple[str, Any]]
+) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
+    reason = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif "input" in first and first["type"] != "missing":
+        reason = f"{first['input']!r}: {reason}"
+    origin = overrides[key][0] if key in overrides else source
+    return ConfigError(origin, key, reason)

@@ -1,0 +1,103 @@
+"""The inbound SMTP edge (aiosmtpd): check the recipients, store, then say 250.
+
+Nothing else happens here. ``250`` is said only after the raw message is
+committed (RFC 5321 §6.1: from then on the gateway is responsible for it);
+when the database cannot take it the answer is ``451`` so that the sending
+server keeps the mail and retries. No internal error may become aiosmtpd's
+default permanent ``500``: ``handle_exception`` turns them all into 451.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Accept = Callable[[bytes, str, list[str]], int]
+"""Stores a message (raw, envelope sender, recipients) and returns its id."""
+
+TEMPORARY_FAILURE = "451 4.3.0 Cannot store the message right now; please try again later"
+
+
+class InboundHandler:
+    """aiosmtpd handler: recipients are checked at RCPT, the message stored at DATA."""
+
+    def __init__(
+        self,
+        accept: Accept,
+        enqueue: Callable[[int], None],
+        support_addresses: Iterable[str],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._accept = accept
+        self._enqueue = enqueue
+        self._addresses = frozenset(a.lower() for a in support_addresses)
+        self._now = now
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.lower() not in self._addresses:
+            return f"550 5.7.1 <{address}>: not a support address here; this server is no relay"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        sender = envelope.mail_from or ""
+        recipients = list(envelope.rcpt_tos)
+        try:
+            inbound_id = await asyncio.to_thread(self._accept, raw, sender, recipients)
+        except StoreUnavailable as error:
+            log.error("451 to %s: database unavailable: %s", session.peer, error)
+            return TEMPORARY_FAILURE
+        except Exception:
+            log.exception("451 to %s: storing failed", session.peer)
+            return TEMPORARY_FAILURE
+        try:
+            self._enqueue(inbound_id)
+        except Exception:  # stored is what counts: the recovery sweep enqueues it later
+            log.exception("inbound %s stored but not enqueued; the sweep will", inbound_id)
+        return f"250 2.0.0 Accepted as message {inbound_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session error", exc_info=error)
+        return "451 4.3.0 Temporary server error; please try again later"
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    """A server context for STARTTLS, or ``None`` when no certificate is configured."""
+    if not (cert and key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def make_controller(
+    handler: InboundHandler,
+    *,
+    host: str,
+    port: int,
+    max_message_size: int,
+    hostname: str = "",
+    tls: ssl.SSLContext | None = None,
+) -> Controller:
+    """An aiosmtpd Controller (its own thread and event loop) for ``handler``."""
+    kwargs: dict[str, Any] = {"data_size_limit": max_message_size, "ident": "helpdesk gateway"}
+    if tls is not None:
+        kwargs["tls_context"] = tls
+    return Controller(
+        handler, hostname=host, port=port, server_hostname=hostname or None, **kwargs
+    )

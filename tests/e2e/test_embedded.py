@@ -1,0 +1,107 @@
+"""End to end in the embedded deployment: SQLite, in-process workers, real SMTP both ways."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.models import Case, InboundMessage, InboundStatus, OutboxRow
+from gateway.service import Embedded
+from tests.conftest import Sink, mail, make_settings
+
+
+@pytest.fixture
+def gateway(tmp_path, sink: Sink) -> Iterator[Embedded]:
+    settings = make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_POLICY="lumenvox",
+    )
+    running = Embedded(settings)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def send(gateway: Embedded, raw: bytes, to: str = "support@example.com",
+         sender: str = "alice@customer.example") -> None:
+    smtp = gateway.runtime.settings.smtp
+    with smtplib.SMTP(smtp.host, smtp.port) as client:
+        client.sendmail(sender, [to], raw)
+
+
+def count(gateway: Embedded, model: type) -> int:
+    with gateway.runtime.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_p1_mail_gets_acknowledgement_with_case_number_and_severity(gateway, sink):
+    send(gateway, mail("[P1] Database down", message_id="first"))
+
+    (ack,) = sink.wait_for(1)
+
+    message = ack.message
+    with gateway.runtime.sessions() as session:
+        case = session.scalars(select(Case)).one()
+    assert case.severity == 1
+    assert ack.recipients == ["alice@customer.example"]
+    assert f"[{case.number}]" in message["Subject"]
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert message["In-Reply-To"] == "<first@customer.example>"
+    assert message["Message-ID"].endswith("@example.com>")
+    text = message.get_body(("plain",)).get_content()
+    assert case.number in text
+    assert "Severity: 1 - Critical" in text
+    assert "Target initial response: 1 business hour" in text or "1 hour" in text
+    html = message.get_body(("html",)).get_content()
+    assert case.number in html
+
+
+def test_mail_without_marker_gets_the_policy_default_level(gateway, sink):
+    send(gateway, mail("Question about grammar files"))
+
+    (ack,) = sink.wait_for(1)
+
+    with gateway.runtime.sessions() as session:
+        case = session.scalars(select(Case)).one()
+    default = gateway.runtime.pipeline.policy.default_level
+    assert case.severity == default
+    assert f"Severity: {default} - " in ack.message.get_body(("plain",)).get_content()
+
+
+def test_same_message_id_twice_makes_one_case_and_one_acknowledgement(gateway, sink):
+    raw = mail("[P2] Slow recognition", message_id="twice")
+    send(gateway, raw)
+    send(gateway, raw, to="help@example.com")
+
+    sink.wait_for(1)
+    sink.settle(quiet=1.5)
+
+    assert len(sink.messages) == 1
+    assert count(gateway, Case) == 1
+    with gateway.runtime.sessions() as session:
+        statuses = sorted(session.scalars(select(InboundMessage.status)))
+    assert statuses == [InboundStatus.DUPLICATE, InboundStatus.PROCESSED]
+
+
+def test_automatic_mail_and_bounce_are_stored_but_not_acknowledged(gateway, sink):
+    send(gateway, mail("Out of office", headers={"Auto-Submitted": "auto-replied"}))
+    send(gateway, mail("Undelivered Mail Returned to Sender", sender="mailer-daemon@mx.example"),
+         sender="")
+    send(gateway, mail("[P3] a real one, sent last"))
+
+    sink.wait_for(1)
+    sink.settle(quiet=1.5)
+
+    assert len(sink.messages) == 1
+    assert "a real one" in sink.messages[0].message["Subject"]
+    assert count(gateway, InboundMessage) == 3
+    with gateway.runtime.sessions() as session:
+        rows = {row.envelope_sender: row for row in session.scalars(select(InboundMessage))}
+    assert rows[""].status == InboundStatus.IGNORED
+    assert "bounce" in (rows[""].reason or "")
+    assert count(gateway, OutboxRow) == 1
