@@ -42,6 +42,8 @@ def check_format(pattern: str) -> None:
         raise ValueError("must contain {seq}")
     if not _SAFE.fullmatch(sample):
         raise ValueError(f"makes {sample!r}; use only letters, digits and # _ . / -")
+    if find_case_number(pattern, subject_tag(sample)) != sample:
+        raise ValueError(f"makes {sample!r}, which cannot be found again in a subject")
 
 
 def format_number(pattern: str, seq: int, opened_at: datetime) -> str:
@@ -55,22 +57,31 @@ def subject_tag(number: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _tag_pattern(pattern: str) -> re.Pattern[str]:
-    parts = []
+def _tag_pattern(pattern: str) -> tuple[re.Pattern[str], tuple[tuple[str, bool], ...]]:
+    """The tag's regular expression (one group per field), and the pattern as
+    (literal, followed by a field) pairs to rebuild a number in canonical form."""
+    parts, pieces = [], []
     for literal, field, _spec, _conv in string.Formatter().parse(pattern):
         parts.append(re.escape(literal))
         if field == "seq":
-            parts.append(r"\d+")
+            parts.append(r"(\d+)")
         elif field == "year":
-            parts.append(r"\d{4}")
-    return re.compile(r"\[(" + "".join(parts) + r")\]", re.IGNORECASE)
+            parts.append(r"(\d{4})")
+        pieces.append((literal, field in _ALLOWED_FIELDS))
+    return re.compile(r"\[" + "".join(parts) + r"\]", re.IGNORECASE), tuple(pieces)
 
 
 def find_case_number(pattern: str, subject: str) -> str | None:
     """The case number tagged in ``subject``, or ``None``.
 
-    Only the first tag counts: a forwarded chain may quote other cases' tags
-    further on.
+    Letters are matched in any case (``[hd-000123]``, typed by hand) and the
+    number is returned as the gateway writes it (``HD-000123``), so that it
+    can be looked up. Only the first tag counts: a forwarded chain may quote
+    other cases' tags further on.
     """
-    match = _tag_pattern(pattern).search(subject)
-    return match.group(1) if match else None
+    regex, pieces = _tag_pattern(pattern)
+    match = regex.search(subject)
+    if match is None:
+        return None
+    digits = iter(match.groups())
+    return "".join(literal + (next(digits) if field else "") for literal, field in pieces)

@@ -8,6 +8,7 @@ that matches gives the reason recorded on the case or the inbound message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,8 +86,10 @@ def _delivery_report(mail: ParsedMail, env: Envelope) -> str | None:
 
 
 def _auto_submitted(mail: ParsedMail, env: Envelope) -> str | None:
-    value = mail.headers.get("auto-submitted", "").split(";")[0].strip().lower()
-    return f"Auto-Submitted: {value}" if value and value != "no" else None
+    # RFC 3834: a keyword, then optional parameters (";") and comments ("(...)").
+    value = mail.headers.get("auto-submitted", "").strip()
+    keyword = re.split(r"[\s;(]", value, maxsplit=1)[0].lower()
+    return f"Auto-Submitted: {value}" if value and keyword != "no" else None
 
 
 def _precedence(mail: ParsedMail, env: Envelope) -> str | None:

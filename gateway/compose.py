@@ -10,6 +10,7 @@ the inbound mail.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,15 @@ from jinja2.sandbox import SandboxedEnvironment
 from gateway.mail import sanitize_header_text
 
 LOOP_HEADER = "X-Helpdesk-Loop"
+MAX_REFERENCES = 20
+"""References kept in a reply: the thread's first message and the most recent ones."""
+
+_MESSAGE_ID = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\[\]-]+"
+)
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+"""A plain address: what the envelope and the From and To headers take."""
+_HEADER_NAME = re.compile(rb"([!-9;-~]+):")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,11 @@ class Renderer:
             keep_trailing_newline=True,
         )
 
+    @property
+    def environment(self) -> SandboxedEnvironment:
+        """The sandboxed Jinja2 environment the templates are rendered in."""
+        return self._env
+
     def render(self, kind: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
         """Subject, text body and HTML body of a ``kind`` mail."""
         subject = self._env.get_template(f"{kind}.subject.j2").render(context)
@@ -86,22 +101,79 @@ def build_mail(
     references: Sequence[str] = (),
     auto_submitted: str = "auto-replied",
 ) -> Outgoing:
-    """A multipart/alternative mail with threading and loop-prevention headers."""
+    """A multipart/alternative mail with threading and loop-prevention headers.
+
+    Every header value is sanitised here (one line, no encoded words that the
+    header parser would decode back into CR/LF: CVE-2024-6923); message ids that
+    are not plain ``left@right`` ids are left out of the threading headers.
+
+    Raises ``ValueError`` when ``to`` or the identity's sender is not a plain
+    address (both go into the SMTP envelope as they are).
+    """
+    for address in (to, identity.sender):
+        if not _ADDRESS.fullmatch(address):
+            raise ValueError(f"{address!r} is not a plain mail address")
     message_id = message_id_for(key, identity)
+    parent = in_reply_to if in_reply_to and _is_message_id(in_reply_to) else None
     message = EmailMessage()
     message["From"] = identity.sender
     message["To"] = to
-    message["Subject"] = sanitize_header_text(subject)
+    message["Subject"] = _literal_text(subject)
     message["Date"] = format_datetime(date)
     message["Message-ID"] = f"<{message_id}>"
-    if in_reply_to:
-        message["In-Reply-To"] = f"<{in_reply_to}>"
-    chain = [*references[-20:], *([in_reply_to] if in_reply_to else [])]
+    if parent:
+        message["In-Reply-To"] = f"<{parent}>"
+    chain = _references(references, parent)
     if chain:
-        message["References"] = " ".join(f"<{mid}>" for mid in dict.fromkeys(chain))
-    message["Auto-Submitted"] = auto_submitted
+        message["References"] = " ".join(f"<{mid}>" for mid in chain)
+    message["Auto-Submitted"] = _literal_text(auto_submitted)
     message["X-Auto-Response-Suppress"] = "All"
-    message[LOOP_HEADER] = identity.loop_token
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    return Outgoing(message_id, identity.sender, (to,), message.as_bytes(policy=SMTP))
+    message[LOOP_HEADER] = _literal_text(identity.loop_token)
+    # 7-bit clean: a relay that does not offer 8BITMIME must not be sent raw 8-bit bytes.
+    message.set_content(text, cte=_transfer_encoding(text))
+    message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
+    raw = message.as_bytes(policy=SMTP)
+    _check_header_names(raw, {name.lower() for name in message})
+    return Outgoing(message_id, identity.sender, (to,), raw)
+
+
+def _literal_text(value: str) -> str:
+    """``value`` as one line that every header reader takes literally.
+
+    ``email`` decodes RFC 2047 encoded words in the text it is given (and
+    mangles undecodable ones when folding), so a customer subject holding the
+    literal ``=?utf-8?q?x=0D=0ABcc:_evil?=`` (sent encoded twice) would turn
+    into a line break again. ``=?`` opens every encoded word; it is broken
+    apart (``= ?``) so that the text stays literal for us and for every reader.
+    """
+    return sanitize_header_text(value).replace("=?", "= ?")
+
+
+def _transfer_encoding(body: str) -> str | None:
+    """Quoted-printable for non-ASCII text (the ASCII stays readable); else ``email``'s choice."""
+    return None if body.isascii() else "quoted-printable"
+
+
+def _is_message_id(value: str) -> bool:
+    return bool(_MESSAGE_ID.fullmatch(value)) and "=?" not in value
+
+
+def _references(references: Sequence[str], parent: str | None) -> list[str]:
+    """The References chain: unique ids, the parent last, at most ``MAX_REFERENCES``."""
+    chain = [mid for mid in dict.fromkeys(references) if mid != parent and _is_message_id(mid)]
+    if parent:
+        chain.append(parent)
+    if len(chain) > MAX_REFERENCES:
+        chain = [chain[0], *chain[-(MAX_REFERENCES - 1):]]
+    return chain
+
+
+def _check_header_names(raw: bytes, names: set[str]) -> None:
+    """Refuse a mail whose header block holds a header that was never set (injection)."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        match = _HEADER_NAME.match(line)
+        if match is None or match.group(1).decode("ascii").lower() not in names:
+            raise ValueError(f"refusing to send a mail with a stray header line {line[:80]!r}")

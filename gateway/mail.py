@@ -15,8 +15,10 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.errors import UndecodableBytesDefect
+from email.headerregistry import AddressHeader
 from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 
 TRACE_HEADERS = frozenset(
@@ -35,7 +37,11 @@ CLASSIFY_HEADERS = (
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 _ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+"""C0 and C1 controls and the Unicode line and paragraph separators: everything
+``str.splitlines`` breaks on, which ``email`` refuses (or worse, writes) in a header."""
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+"""Left by undecodable raw bytes; they cannot be encoded into a mail we write."""
 MAX_BODY_CHARS = 200_000
 
 
@@ -88,8 +94,7 @@ def content_digest(raw: bytes) -> str:
 
 def parse_message(raw: bytes) -> ParsedMail:
     """Everything the pipeline needs from ``raw``; never raises for bad input."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    defects = [type(d).__name__ for d in message.defects]
+    message, defects = _parse(raw)
     subject = sanitize_header_text(_header_text(message, "subject"))
     sender, sender_name = _strict_sender(message, defects)
     headers = {
@@ -111,12 +116,27 @@ def parse_message(raw: bytes) -> ParsedMail:
     )
 
 
+def _parse(raw: bytes) -> tuple[Message, list[str]]:
+    """The parsed message and the names of its defects.
+
+    The stdlib parser recurses per MIME level and raises ``RecursionError`` on
+    absurdly deep nesting; such a message is read as headers and one opaque body.
+    """
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception as error:
+        message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
+        return message, [f"Unparseable{type(error).__name__}"]
+    return message, [type(d).__name__ for d in message.defects]
+
+
 def sanitize_header_text(value: str, limit: int = 998) -> str:
     """One line of plain text, safe to put back into a header we write.
 
-    Control characters (CR and LF above all: CVE-2024-6923) become spaces.
+    Control characters and line separators (CR and LF above all: CVE-2024-6923)
+    become spaces; lone surrogates (undecodable bytes) become U+FFFD.
     """
-    return _CONTROL.sub(" ", value).strip()[:limit]
+    return _SURROGATE.sub("\ufffd", _CONTROL.sub(" ", value)).strip()[:limit]
 
 
 def _header_text(message: Message, name: str) -> str:
@@ -151,19 +171,35 @@ def _strict_sender(message: Message, defects: list[str]) -> tuple[str | None, st
 
     ``parseaddr`` can attribute a crafted From to the wrong address
     (CVE-2023-27043); an automatic reply goes only to a sender that parses
-    the same way by two readers and looks like an ordinary address.
+    the same way by two readers and looks like an ordinary address. The two
+    readers are the header registry (the RFC 5322 grammar, which records a
+    defect for anything irregular, as in ``alice@example.org(<bob@example.org>``)
+    and ``getaddresses`` over the undecoded text. A quoted display name may
+    hold an ``@``: ``"alice@example.org" <alice@example.org>`` is one address.
     """
-    raw = _header_text(message, "from")
+    sources = [value for key, value in message.raw_items() if key.lower() == "from"]
+    if len(sources) != 1:
+        defects.append("AmbiguousFrom")  # none, or two From lines: which one?
+        return None, ""
     try:
-        parsed = getaddresses([raw])
+        header = message["from"]
+        if not isinstance(header, AddressHeader):
+            raise TypeError("From was not read by the header registry")
+        found = list(header.addresses)
+        header_defects = getattr(header, "defects", ())  # BaseHeader's, absent from the stubs
+        irregular = any(not isinstance(d, UndecodableBytesDefect) for d in header_defects)
+        irregular = irregular or any(g.display_name for g in header.groups)
+        other = getaddresses([str(sources[0])])
     except Exception:
         defects.append("UnparseableFrom")
         return None, ""
-    if len(parsed) != 1 or raw.count("@") != 1:
+    if irregular or len(found) != 1 or len(other) != 1:
         defects.append("AmbiguousFrom")
         return None, ""
-    name, address = parsed[0]
-    if not _ADDR_SPEC.fullmatch(address):
+    # Raw 8-bit names are common (and harmless); they come back as surrogates.
+    name = found[0].display_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    address = found[0].addr_spec
+    if other[0][1] != address or not _ADDR_SPEC.fullmatch(address):
         defects.append("InvalidFromAddress")
         return None, sanitize_header_text(name, 200)
     local, _, domain = address.rpartition("@")
@@ -178,7 +214,15 @@ def _content_type(message: Message) -> str:
 
 
 def _body_text(message: Message, defects: list[str]) -> str:
-    """The best plain-text rendering of the body that can be had."""
+    """The best plain-text rendering of the body that can be had; ``""`` at worst."""
+    try:
+        return _best_text(message, defects)[:MAX_BODY_CHARS]
+    except Exception:  # deep nesting (RecursionError), payloads the stdlib chokes on
+        defects.append("UndecodableBody")
+        return ""
+
+
+def _best_text(message: Message, defects: list[str]) -> str:
     part: Message | None = message
     if isinstance(message, EmailMessage):
         try:
@@ -198,7 +242,7 @@ def _body_text(message: Message, defects: list[str]) -> str:
         text = _decode_payload(part)
     if part.get_content_type() == "text/html":
         text = _html_to_text(text)
-    return text[:MAX_BODY_CHARS]
+    return text
 
 
 def _first_text_part(message: Message) -> Message | None:
@@ -215,7 +259,7 @@ def _decode_payload(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown charset, or one with a NUL in its name
         return payload.decode("utf-8", "replace")
 
 

@@ -75,13 +75,30 @@ class SmtpRelay:
     def deliver(
         self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
     ) -> Delivery:
+        """Send ``raw``; ``commit`` is called between the body and the final dot.
+
+        Refusals of the session (greeting, EHLO, STARTTLS, AUTH) are temporary
+        whatever their code: they say nothing about this mail, and a wrong
+        password must not fail every queued mail for good. An exception from
+        ``commit`` propagates, and the connection is dropped without a QUIT
+        (which inside DATA would only become part of the body, and then wait
+        for a reply that never comes): the relay discards the transaction.
+        """
         try:
-            with self._connect() as smtp:
-                return self._transaction(smtp, sender, recipients, raw, commit)
+            smtp = self._connect()
+        except smtplib.SMTPResponseException as error:
+            detail = _reply(error.smtp_code, error.smtp_error).detail
+            return Delivery("temporary", f"relay {self.host}:{self.port}: {detail}")
+        except (OSError, smtplib.SMTPException) as error:
+            return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
+        try:
+            return self._transaction(smtp, sender, recipients, raw, commit)
         except smtplib.SMTPResponseException as error:
             return _reply(error.smtp_code, error.smtp_error)
         except (OSError, smtplib.SMTPException) as error:
             return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
+        finally:
+            smtp.close()
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
@@ -94,18 +111,24 @@ class SmtpRelay:
             smtp = smtplib.SMTP(
                 self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
             )
-        smtp.ehlo()
-        if self.tls == "starttls":
-            smtp.starttls(context=context)
+        try:
             smtp.ehlo()
-        if self.username:
-            smtp.login(self.username, self.password)
+            if self.tls == "starttls":
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self.password)
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
 
     def _transaction(
         self, smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes,
         commit: CommitPoint,
     ) -> Delivery:
+        if not recipients:
+            return Delivery("permanent", "no recipients")
         code, text = smtp.mail(sender)
         if code != 250:
             return _reply(code, text)
@@ -152,24 +175,25 @@ class EmlFolder:
     def deliver(
         self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
     ) -> Delivery:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        temporary: str | None = None
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
             with os.fdopen(handle, "wb") as file:
                 file.write(raw)
                 file.flush()
                 os.fsync(file.fileno())
             if not commit():
                 return Delivery("aborted", "row no longer held by this sender")
-            name = self._name(raw)
-            os.replace(temporary, self.folder / name)
+            path = self.folder / self._name(raw)
+            os.replace(temporary, path)
         except OSError as error:
             return Delivery("temporary", f"cannot write to {self.folder}: {error}")
         finally:
-            if os.path.exists(temporary):
+            if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
-        log.info("mail to %s written to %s", ", ".join(recipients), self.folder / name)
-        return Delivery("sent", str(self.folder / name))
+        log.info("mail to %s written to %s", ", ".join(recipients), path)
+        return Delivery("sent", str(path))
 
     @staticmethod
     def _name(raw: bytes) -> str:

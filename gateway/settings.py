@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from gateway.errors import ConfigError
 
@@ -32,6 +39,15 @@ CONFIG_ENV = "HELPDESK_CONFIG"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads ``port = true`` as port 1; a boolean is never a number here.
+        numeric = info.field_name and cls.model_fields[info.field_name].annotation in (int, float)
+        if numeric and isinstance(value, bool):
+            raise ValueError("is a boolean, not a number")
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -77,6 +93,13 @@ class SupportSettings(_Section):
             if not _ADDRESS.fullmatch(address):
                 raise ValueError(f"{address!r} is not a mail address")
         return tuple(a.lower() for a in value)
+
+    @field_validator("from_address")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        if value and not _ADDRESS.fullmatch(value):
+            raise ValueError("is not a mail address")
+        return value
 
 
 class RelaySettings(_Section):
@@ -159,7 +182,8 @@ class Settings(_Section):
         return not self.broker.url
 
 
-_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+"""A plain ASCII address, as the gateway writes it into envelopes and headers."""
 
 
 def load_settings(
@@ -196,6 +220,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path.name, "", f"not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ConfigError(path.name, "", f"not valid TOML: not UTF-8 (at line {line})") from None
     except OSError as error:
         raise ConfigError(str(path), "", error.strerror or str(error)) from None
 
@@ -245,7 +272,7 @@ def _config_error(
     key = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
     reason = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        reason = "unknown key"
+        reason = "unknown section" if isinstance(first.get("input"), dict) else "unknown key"
     elif "input" in first and first["type"] != "missing":
         reason = f"{first['input']!r}: {reason}"
     origin = overrides[key][0] if key in overrides else source

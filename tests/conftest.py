@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 from gateway.settings import Settings, load_settings
 
 REQUIRE_SERVICES = os.environ.get("HELPDESK_TEST_REQUIRE_SERVICES") == "1"
-PG_ADMIN_URL = os.environ.get("HELPDESK_TEST_PG_URL", "postgresql+psycopg://127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get("HELPDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HELPDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 

@@ -1,0 +1,407 @@
+"""The outbound edge over real SMTP: each outbox row reaches the relay exactly once.
+
+A real aiosmtpd sink listens on loopback; the outbox lives in SQLite in
+``tmp_path``; time is a fake clock passed as ``now`` (nothing sleeps).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.compose import Identity, build_mail
+from gateway.database import make_engine, make_sessionmaker, transaction, upgrade
+from gateway.models import OutboxRow, OutboxStatus
+from gateway.outbox import add_to_outbox, retry_delay, send_one
+from gateway.recovery import sweep
+from gateway.relay import CommitPoint, Delivery, EmlFolder, SmtpRelay, Transport
+from tests.conftest import Sink, free_port
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+IDENTITY = Identity("support@example.com", "helpdesk.example.com", "loop-token")
+CUSTOMER = "alice@customer.example"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
+    upgrade(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def relay_to(sink: Sink) -> SmtpRelay:
+    return SmtpRelay(sink.host, sink.port, timeout=5, local_hostname="gateway.test")
+
+
+def queue(sessions: sessionmaker[Session], key: str = "ack:1") -> int:
+    """One pending acknowledgement in the outbox, as the pipeline leaves it."""
+    mail = build_mail(
+        key=key, identity=IDENTITY, to=CUSTOMER, subject=f"[HD-000001] {key}",
+        text="Your request is now case HD-000001.\n", html="<p>HD-000001</p>\n", date=T0,
+        in_reply_to="m1@customer.example",
+    )
+    with transaction(sessions) as session:
+        row = add_to_outbox(session, key=key, kind="acknowledgement", mail=mail, case_id=None,
+                            now=T0)
+        session.flush()
+        return row.id
+
+
+def row(sessions: sessionmaker[Session], outbox_id: int) -> OutboxRow:
+    with sessions() as session:
+        found = session.get(OutboxRow, outbox_id)
+        assert found is not None
+        return found
+
+
+def send(sessions, transport: Transport, outbox_id: int, now: datetime = T0,
+         max_attempts: int = 12) -> tuple[Delivery | None, timedelta | None]:
+    return send_one(sessions, transport, outbox_id, now, max_attempts=max_attempts)
+
+
+@dataclass
+class Recorder:
+    """A dispatcher for the recovery sweep that only notes what it is handed."""
+
+    processed: list[int] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
+
+    def process(self, inbound_id: int) -> None:
+        self.processed.append(inbound_id)
+
+    def send(self, outbox_id: int, delay: timedelta | None = None) -> None:
+        self.sent.append(outbox_id)
+
+
+class Interrupting:
+    """A real transport whose commit point first lets something happen to the row.
+
+    ``before_commit`` runs between the DATA body and the commit, where a crash or
+    a competing sender would strike; it may raise to simulate the process dying.
+    """
+
+    def __init__(self, inner: Transport, before_commit) -> None:
+        self.inner = inner
+        self.before_commit = before_commit
+
+    def deliver(self, sender: str, recipients: Sequence[str], raw: bytes,
+                commit: CommitPoint) -> Delivery:
+        def interrupted() -> bool:
+            self.before_commit()
+            return commit()
+
+        return self.inner.deliver(sender, recipients, raw, interrupted)
+
+
+class Killed(Exception):
+    """The sender process dies here."""
+
+
+# --- delivered exactly once -----------------------------------------------------------------
+
+
+def test_row_is_delivered_once(sessions, sink):
+    # Given a pending acknowledgement
+    outbox_id = queue(sessions)
+    # When it is sent
+    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    # Then the sink has it, byte for byte, and the row says sent
+    assert delivery is not None and delivery.outcome == "sent"
+    assert delay is None
+    [received] = sink.messages
+    assert received.sender == "support@example.com"
+    assert received.recipients == [CUSTOMER]
+    assert received.message["Message-ID"] == f"<{row(sessions, outbox_id).message_id}>"
+    assert received.message["Subject"] == "[HD-000001] ack:1"
+    sent = row(sessions, outbox_id)
+    assert (sent.status, sent.attempts, sent.sent_at, sent.last_error) == (
+        OutboxStatus.SENT, 1, T0, None
+    )
+
+
+def test_sending_twice_in_a_row_sends_once(sessions, sink):
+    outbox_id = queue(sessions)
+    first, _ = send(sessions, relay_to(sink), outbox_id)
+    second, _ = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(hours=1))
+    assert first is not None and first.outcome == "sent"
+    assert second is None  # not ours to send: it is no longer pending
+    assert len(sink.messages) == 1
+    assert row(sessions, outbox_id).attempts == 1
+
+
+def test_two_senders_at_once_send_once(sessions, sink):
+    # Given one row and two workers that start at the same moment (a broker redelivery)
+    outbox_id = queue(sessions)
+    start = threading.Barrier(2)
+    results: list[Delivery | None] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            start.wait(timeout=10)
+            results.append(send(sessions, relay_to(sink), outbox_id)[0])
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    # When both send it
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # Then exactly one of them delivered it, once
+    assert errors == []
+    outcomes = sorted(str(r.outcome) if r else "none" for r in results)
+    assert outcomes == ["none", "sent"]
+    assert len(sink.messages) == 1
+    assert row(sessions, outbox_id).status == OutboxStatus.SENT
+
+
+def test_commit_refused_delivers_nothing(sink):
+    # Given a commit point that finds the row taken by another sender
+    relay = relay_to(sink)
+    # When the relay delivers with it
+    delivery = relay.deliver("support@example.com", [CUSTOMER], b"Subject: x\r\n\r\nx\r\n",
+                             lambda: False)
+    # Then the transaction is dropped before the final dot: nothing arrives
+    assert delivery == Delivery("aborted", "row no longer held by this sender")
+    assert sink.messages == []
+
+
+def test_row_taken_by_another_sender_mid_send_is_not_delivered(sessions, sink):
+    # Given a sender whose claim goes stale mid-send and is released by the recovery sweep
+    outbox_id = queue(sessions)
+
+    def sweep_meanwhile() -> None:
+        sweep(sessions, Recorder(), T0, timedelta(0))
+
+    transport = Interrupting(relay_to(sink), sweep_meanwhile)
+    # When it reaches its commit point
+    delivery, _ = send(sessions, transport, outbox_id)
+    # Then it aborts, delivers nothing, and leaves the row to the next sender
+    assert delivery is not None and delivery.outcome == "aborted"
+    assert sink.messages == []
+    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+    again, _ = send(sessions, relay_to(sink), outbox_id)
+    assert again is not None and again.outcome == "sent"
+    assert len(sink.messages) == 1
+
+
+def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(sessions, sink):
+    # Given a sender that dies between the DATA body and its commit
+    outbox_id = queue(sessions)
+
+    def die() -> None:
+        raise Killed("process killed")
+
+    # When it tries to send
+    with pytest.raises(Killed):
+        send(sessions, Interrupting(relay_to(sink), die), outbox_id)
+    # Then nothing reached the relay and the row is still held
+    assert sink.messages == []
+    assert row(sessions, outbox_id).status == OutboxStatus.SENDING
+    # When the recovery sweep runs (a restart: stale_after zero)
+    dispatch = Recorder()
+    report = sweep(sessions, dispatch, T0 + timedelta(seconds=1), timedelta(0))
+    # Then the row is pending again and handed out
+    assert report.reclaimed == 1
+    assert dispatch.sent == [outbox_id]
+    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+    # And the next send delivers it exactly once
+    delivery, _ = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
+    assert delivery is not None and delivery.outcome == "sent"
+    assert len(sink.messages) == 1
+    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=2)) == (None, None)
+    assert len(sink.messages) == 1
+
+
+# --- refusals and retries --------------------------------------------------------------------
+
+
+def test_temporary_refusal_is_retried_after_backoff(sessions, sink):
+    # Given a relay that says "try later"
+    outbox_id = queue(sessions)
+    sink.handler.reply = "451 4.3.0 try later"
+    # When the row is sent
+    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    # Then it is pending again, due after the first backoff, with the reason
+    assert delivery == Delivery("temporary", "451 4.3.0 try later")
+    assert delay == timedelta(seconds=30)
+    waiting = row(sessions, outbox_id)
+    assert waiting.status == OutboxStatus.PENDING
+    assert waiting.attempts == 1
+    assert waiting.next_attempt_at == T0 + delay
+    assert waiting.next_attempt_at > T0
+    assert waiting.last_error == "451 4.3.0 try later"
+    assert waiting.sent_at is None and waiting.claim is None
+    assert sink.messages == []
+    # When it is tried again before it is due, nothing happens
+    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=10)) == (None, None)
+    # When the relay has recovered and the row is due
+    sink.handler.reply = "250 OK"
+    delivery, delay = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=31))
+    # Then it is delivered once, on the second attempt
+    assert delivery is not None and delivery.outcome == "sent"
+    sent = row(sessions, outbox_id)
+    assert (sent.status, sent.attempts, sent.sent_at) == (
+        OutboxStatus.SENT, 2, T0 + timedelta(seconds=31)
+    )
+    assert sent.last_error is None
+    assert len(sink.messages) == 1
+
+
+def test_permanent_refusal_fails_the_row_with_the_reason(sessions, sink):
+    outbox_id = queue(sessions)
+    sink.handler.reply = "550 5.1.1 no such user"
+    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    assert delivery == Delivery("permanent", "550 5.1.1 no such user")
+    assert delay is None
+    failed = row(sessions, outbox_id)
+    assert failed.status == OutboxStatus.FAILED
+    assert failed.last_error == "550 5.1.1 no such user"
+    assert failed.sent_at is None
+    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
+
+
+def test_connection_refused_is_temporary(sessions):
+    # Given no relay listening on the port
+    outbox_id = queue(sessions)
+    port = free_port()
+    # When the row is sent
+    delivery, delay = send(sessions, SmtpRelay("127.0.0.1", port, timeout=5), outbox_id)
+    # Then it will be tried again later
+    assert delivery is not None and delivery.outcome == "temporary"
+    assert delivery.detail.startswith(f"relay 127.0.0.1:{port}: ")
+    assert delay == timedelta(seconds=30)
+    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+
+
+@pytest.fixture
+def refusing_greeter() -> Iterator[int]:
+    """A server on loopback that greets every connection with 554 and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                if stop.is_set():
+                    return
+                connection.sendall(b"554 5.7.1 no service for you\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    yield port
+    stop.set()
+    socket.create_connection(("127.0.0.1", port)).close()  # wake the accept() to stop
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_session_refusal_is_temporary_even_with_a_5xx(sessions, refusing_greeter):
+    # Given a relay that refuses the session itself (not this mail)
+    outbox_id = queue(sessions)
+    relay = SmtpRelay("127.0.0.1", refusing_greeter, timeout=5)
+    # When the row is sent
+    delivery, delay = send(sessions, relay, outbox_id)
+    # Then it is retried later rather than failed for good
+    assert delivery == Delivery(
+        "temporary", f"relay 127.0.0.1:{refusing_greeter}: 554 5.7.1 no service for you"
+    )
+    assert delay == timedelta(seconds=30)
+    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+
+
+def test_gives_up_after_max_attempts(sessions):
+    # Given a relay that is never reachable, and three attempts allowed
+    outbox_id = queue(sessions)
+    relay = SmtpRelay("127.0.0.1", free_port(), timeout=5)
+    now, delays = T0, []
+    # When each attempt is made as soon as it is due
+    for _ in range(3):
+        delivery, delay = send(sessions, relay, outbox_id, now, max_attempts=3)
+        assert delivery is not None and delivery.outcome == "temporary"
+        delays.append(delay)
+        now += delay or timedelta(0)
+    # Then it backed off twice and then failed for good, saying why
+    assert delays == [timedelta(seconds=30), timedelta(seconds=60), None]
+    failed = row(sessions, outbox_id)
+    assert failed.status == OutboxStatus.FAILED
+    assert failed.attempts == 3
+    assert failed.last_error.startswith("gave up after 3 attempts: relay 127.0.0.1:")
+    assert send(sessions, relay, outbox_id, now + timedelta(days=1)) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "delay"),
+    [(1, timedelta(seconds=30)), (2, timedelta(minutes=1)), (3, timedelta(minutes=2)),
+     (8, timedelta(minutes=64)), (9, timedelta(hours=1)), (40, timedelta(hours=1))],
+    ids=["first", "second", "third", "eighth-capped", "ninth", "fortieth"],
+)
+def test_retry_delay_backs_off_to_an_hour(attempts, delay):
+    assert retry_delay(attempts) == min(delay, timedelta(hours=1))
+
+
+# --- EmlFolder -------------------------------------------------------------------------------
+
+
+def test_eml_folder_writes_the_complete_mail(sessions, tmp_path):
+    # Given a gateway without a relay
+    outbox_id = queue(sessions)
+    folder = tmp_path / "outbox"
+    # When the row is sent
+    delivery, _ = send(sessions, EmlFolder(folder), outbox_id)
+    # Then one complete .eml is there, named after the Message-ID, and nothing else
+    sent = row(sessions, outbox_id)
+    assert delivery is not None and delivery.outcome == "sent"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [sent.message_id.split("@")[0] + ".eml"]
+    assert (folder / files[0]).read_bytes() == sent.raw
+    assert delivery.detail == str(folder / files[0])
+    assert sent.status == OutboxStatus.SENT
+
+
+def test_eml_folder_writes_nothing_when_the_commit_is_refused(tmp_path):
+    folder = tmp_path / "outbox"
+    delivery = EmlFolder(folder).deliver("s@x.example", [CUSTOMER], b"x", lambda: False)
+    assert delivery.outcome == "aborted"
+    assert list(folder.iterdir()) == []
+
+
+def test_eml_folder_leaves_no_temporary_file_when_the_sender_dies(sessions, tmp_path):
+    outbox_id = queue(sessions)
+    folder = tmp_path / "outbox"
+
+    def die() -> None:
+        raise Killed("process killed")
+
+    with pytest.raises(Killed):
+        send(sessions, Interrupting(EmlFolder(folder), die), outbox_id)
+    assert list(folder.iterdir()) == []
+    assert row(sessions, outbox_id).status == OutboxStatus.SENDING
+
+
+def test_eml_folder_that_cannot_be_written_is_temporary(sessions, tmp_path):
+    outbox_id = queue(sessions)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    delivery, delay = send(sessions, EmlFolder(blocked / "outbox"), outbox_id)
+    assert delivery is not None and delivery.outcome == "temporary"
+    assert delay == timedelta(seconds=30)
+    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
