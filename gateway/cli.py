@@ -15,25 +15,10 @@ from typing import Any
 
 import click
 
+from gateway.cli_support import ConfigProblem, command_settings
 from gateway.errors import ConfigError
 from gateway.policy.commands import policy
-from gateway.settings import CONFIG_ENV, Settings, load_settings
-
-
-class ConfigProblem(click.ClickException):
-    """A configuration error, shown as its one line; exit status 2."""
-
-    exit_code = 2
-
-    def format_message(self) -> str:
-        return self.message
-
-
-def _settings(ctx: click.Context) -> Settings:
-    try:
-        return load_settings(ctx.obj["config"])
-    except ConfigError as error:
-        raise ConfigProblem(str(error)) from None
+from gateway.settings import CONFIG_ENV
 
 
 def _guarded(action: Any, *args: Any) -> None:
@@ -66,7 +51,7 @@ def serve(ctx: click.Context) -> None:
     """Run the whole gateway in this process (SMTP, workers, recovery)."""
     from gateway.service import Embedded, wait_for_signal
 
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     try:
         gateway = Embedded(settings)
         gateway.start()
@@ -87,7 +72,7 @@ def smtp(ctx: click.Context) -> None:
     """Run only the inbound SMTP server (production; needs a broker)."""
     from gateway.service import run_smtp
 
-    _guarded(run_smtp, _settings(ctx))
+    _guarded(run_smtp, command_settings(ctx))
 
 
 @main.command()
@@ -96,7 +81,7 @@ def sweeper(ctx: click.Context) -> None:
     """Run only the recovery sweep (production)."""
     from gateway.service import run_sweeper
 
-    _guarded(run_sweeper, _settings(ctx))
+    _guarded(run_sweeper, command_settings(ctx))
 
 
 @main.command()
@@ -105,7 +90,7 @@ def sweeper(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, processes: int, threads: int) -> None:
     """Run Dramatiq worker processes for the configured broker (production)."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     if settings.embedded:
         raise ConfigProblem(
             "broker.url is empty: workers run inside `helpdesk serve`; "
@@ -130,7 +115,7 @@ def upgrade(ctx: click.Context) -> None:
     from gateway.database import make_engine
     from gateway.database import upgrade as run_upgrade
 
-    engine = make_engine(_settings(ctx).database_url)
+    engine = make_engine(command_settings(ctx).database_url)
     try:
         run_upgrade(engine)
     finally:

@@ -64,9 +64,14 @@ Target = Span | BusinessDays
 
 @dataclass(frozen=True)
 class Cadence:
-    """Progress updates at a fixed interval ("every 4 hours", "daily")."""
+    """Progress updates at a fixed interval ("every 4 hours", "daily").
 
-    every: Span
+    "Daily" in a policy whose people work business hours is one business day
+    (the same business moment the next business day), not 24 hours of the
+    clock, so ``every`` may be a ``BusinessDays``.
+    """
+
+    every: Target
 
 
 UpdateEvent = Literal["path_found", "resolved"]
