@@ -55,7 +55,8 @@ class InboundHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        sender = envelope.mail_from or ""
+        # The null reverse-path of a bounce (MAIL FROM:<>) is stored as the empty sender.
+        sender = "" if (envelope.mail_from or "").strip() == "<>" else envelope.mail_from or ""
         recipients = list(envelope.rcpt_tos)
         try:
             inbound_id = await asyncio.to_thread(self._accept, raw, sender, recipients)
