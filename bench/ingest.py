@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email.policy
 import os
 import signal
 import smtplib
@@ -93,7 +94,9 @@ def make_mail(message_id: str) -> bytes:
     message["Subject"] = f"[P2] Recognition slow on node {message_id[-4:]}"
     message["Message-ID"] = f"<{message_id}>"
     message.set_content("Our recognizer has been slow since this morning.\n" * 20)
-    return message.as_bytes()
+    # SMTP lines end in CRLF; aiosmtpd (rightly, since the smuggling fix) reads a
+    # bare-LF message as one over-long line.
+    return message.as_bytes(policy=email.policy.SMTP)
 
 
 class Sender:
@@ -290,7 +293,8 @@ def main() -> None:
     gateway_rate = run_gateway(args)
     if not args.no_baseline:
         baseline = run_baseline(args)
-        print(f"gateway end-to-end rate = {gateway_rate / baseline:.2f} x the bare fsync sink")
+        if baseline > 0:
+            print(f"gateway end-to-end rate = {gateway_rate / baseline:.2f} x the bare fsync sink")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        writers = _WriterQueue()
         event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
+        event.listen(engine, "begin", writers.begin)
+        event.listen(engine, "commit", writers.end)
+        event.listen(engine, "rollback", writers.end)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -50,8 +54,32 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+class _WriterQueue:
+    """One SQLite writer at a time per process, queued on a lock rather than on SQLite.
+
+    SQLite lets one transaction write at a time; a second ``BEGIN IMMEDIATE``
+    waits in SQLite's busy handler, which polls with sleeps growing to 100 ms.
+    With the SMTP edge and several worker threads in one process that polling,
+    not the disk, set the pace. Queued on a lock, the next writer starts the
+    moment the last one commits. The busy timeout still covers writers in other
+    processes (``helpdesk db upgrade`` beside a running gateway).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def begin(self, connection: Any) -> None:
+        self._lock.acquire()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        connection.info["holds_writer_lock"] = True
+
+    def end(self, connection: Any) -> None:
+        if connection.info.pop("holds_writer_lock", False):
+            self._lock.release()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

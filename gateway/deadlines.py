@@ -86,7 +86,8 @@ class Due:
         """Stable identity of this deadline: the same deadline always has the same key,
         so a timer set twice, or fired twice, acts once."""
         what = f"{self.kind}:{self.notify}" if self.notify else self.kind
-        return f"{what}:L{self.level}:{self.since.isoformat()}"
+        # In UTC: the same instant given in another zone is the same deadline.
+        return f"{what}:L{self.level}:{self.since.astimezone(UTC).isoformat()}"
 
 
 def due_at(policy: Policy, start: datetime, target: Target) -> datetime:

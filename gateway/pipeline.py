@@ -95,15 +95,22 @@ def quarantine(
 
 
 def _process(context: PipelineContext, inbound_id: int, now: datetime) -> Outcome:
+    # Parsing is the pipeline's heaviest pure work: it is done before the write
+    # transaction, so that SQLite's single writer is held for database work only.
+    with context.sessions() as session:
+        row = session.get(InboundMessage, inbound_id)
+        if row is None or row.status != InboundStatus.RECEIVED:
+            return Outcome("skipped", row.case_id if row else None)
+        raw = row.raw
+    try:
+        mail = parse_message(raw)
+    except Exception as error:  # one message must never stop the pipeline
+        log.exception("inbound %s cannot be parsed", inbound_id)
+        return quarantine(context.sessions, inbound_id, now, f"cannot be parsed: {error!r}")
     with transaction(context.sessions) as session:
         row = session.get(InboundMessage, inbound_id, with_for_update=True)
         if row is None or row.status != InboundStatus.RECEIVED:
             return Outcome("skipped", row.case_id if row else None)
-        try:
-            mail = parse_message(row.raw)
-        except Exception as error:  # one message must never stop the pipeline
-            log.exception("inbound %s cannot be parsed", inbound_id)
-            return _finish(row, InboundStatus.QUARANTINED, now, f"cannot be parsed: {error!r}")
         dedup_key = _dedup_key(mail.message_id, row.digest)
         earlier = session.scalar(
             select(ThreadEntry.case_id).where(ThreadEntry.dedup_key == dedup_key)

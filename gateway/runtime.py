@@ -31,6 +31,7 @@ class Runtime:
     transport: Transport
 
     def close(self) -> None:
+        self.transport.close()
         self.engine.dispose()
 
 

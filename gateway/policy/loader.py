@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -54,6 +54,7 @@ _DURATION = re.compile(
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 """Seconds per unit, by the unit's first letter."""
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_WORDS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
 _UPDATE_EVENTS = ("path_found", "resolved")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -83,8 +84,12 @@ def load_policy(path: Path | str) -> Policy:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         where.fail("", f"no such policy file ({path})")
-    except (OSError, UnicodeDecodeError) as error:
-        where.fail("", f"cannot be read: {error}")
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        where.fail("", f"is not UTF-8 text (byte 0x{error.object[error.start]:02x} on line "
+                       f"{line}): save it as UTF-8")
+    except OSError as error:
+        where.fail("", f"cannot be read: {error.strerror or error}")
     return parse_policy(text, name=path.stem, source=path.name)
 
 
@@ -104,12 +109,11 @@ def parse_policy(text: str, *, name: str, source: str) -> Policy:
     """A policy from YAML text; ``source`` names it in errors."""
     where = _File(source)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        where.fail("", f"{line}not valid YAML: {problem}")
+        where.fail("", _yaml_problem(text, error))
+    if data is None:
+        where.fail("", "is empty: a policy needs title, calendar, default_level and levels")
     root = _mapping(where, "", data)
     _only(
         where, "", root,
@@ -138,6 +142,62 @@ def parse_policy(text: str, *, name: str, source: str) -> Policy:
         tiers=tiers,
         roles=roles,
     )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key written twice in one mapping.
+
+    Plain YAML keeps the last of two equal keys, so a level pasted twice, or
+    ``initial_response`` written twice, would silently drop the first promise.
+    """
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {_show(key)} is written twice in one mapping",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+def _construct_timestamp(loader: _StrictLoader, node: yaml.ScalarNode) -> object:
+    # YAML reads 2026-12-32 as a date and Python refuses it with a bare ValueError.
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError as error:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{_show(node.value)} is not a date ({error})", node.start_mark
+        ) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def _yaml_problem(text: str, error: yaml.YAMLError) -> str:
+    """ "line 3: not valid YAML: <problem>", the line where it can be seen."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(error, yaml.reader.ReaderError):
+        line = text[: error.position].count("\n") + 1
+    else:
+        line = None
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if isinstance(error, yaml.reader.ReaderError):
+        problem = f"character #x{error.character:04x} is not allowed"
+    return f"{'' if line is None else f'line {line}: '}not valid YAML: {problem}"
 
 
 # Times ---------------------------------------------------------------------------------
@@ -183,8 +243,8 @@ def _calendar(where: _File, path: str, value: object) -> Calendar:
             where.fail(f"{path}.holidays", "a calendar open around the clock has no holidays")
         try:
             return Calendar.around_the_clock(zone)
-        except ValueError as error:
-            where.fail(f"{path}.timezone", str(error))
+        except ValueError:
+            where.fail(f"{path}.timezone", _not_a_zone(zone))
     if not isinstance(hours, list) or not hours:
         where.fail(f"{path}.hours", 'must be "around_the_clock" or a list of windows')
     windows = [_window(where, f"{path}.hours.{i}", item) for i, item in enumerate(hours)]
@@ -192,10 +252,27 @@ def _calendar(where: _File, path: str, value: object) -> Calendar:
     try:
         return Calendar(zone, windows, holidays)
     except ValueError as error:
-        key = f"{path}.holidays" if "holiday" in str(error) else f"{path}.timezone"
-        if "window" in str(error):
-            key = f"{path}.hours"
-        where.fail(key, str(error))
+        reason = str(error)
+        if "holiday" in reason:
+            where.fail(f"{path}.holidays.{_bad_holiday_key(zone, windows, holidays)}", reason)
+        if "window" in reason:
+            where.fail(f"{path}.hours", reason)
+        where.fail(f"{path}.timezone", _not_a_zone(zone) if "time zone" in reason else reason)
+
+
+def _not_a_zone(zone: str) -> str:
+    return f'{_show(zone)} is not a time zone (write an IANA name such as "Europe/London")'
+
+
+def _bad_holiday_key(zone: str, windows: list[Window], holidays: Holidays) -> str:
+    """Which of country and subdivision the calendar refused."""
+    if holidays.subdivision is None or holidays.country is None:
+        return "country"
+    try:
+        Calendar(zone, windows, Holidays(country=holidays.country))
+    except ValueError:
+        return "country"
+    return "subdivision"
 
 
 def _window(where: _File, path: str, value: object) -> Window:
@@ -214,15 +291,25 @@ def _days(where: _File, path: str, value: object) -> frozenset[int]:
     days: set[int] = set()
     for part in parts:
         piece = str(part).strip().lower()
-        ends = [p.strip()[:3] for p in re.split(r"\s*[-–]\s*", piece)]
-        if not 1 <= len(ends) <= 2 or any(end not in _DAY_NAMES for end in ends):
+        ends = [_weekday(p) for p in re.split(r"\s*[-–]\s*", piece)]
+        names = [end for end in ends if end is not None]
+        if not 1 <= len(ends) <= 2 or len(names) != len(ends):
             where.fail(path, f"{_show(part)} is not a weekday or range such as Mon-Fri")
-        first, last = _DAY_NAMES.index(ends[0]), _DAY_NAMES.index(ends[-1])
+        first, last = _DAY_NAMES.index(names[0]), _DAY_NAMES.index(names[-1])
         span = range(first, last + 1) if first <= last else [*range(first, 7), *range(last + 1)]
         days.update(span)
     if not days:
         where.fail(path, "names no weekday")
     return frozenset(days)
+
+
+def _weekday(word: str) -> str | None:
+    """ "Mon", "mon.", "Monday", "Thurs" → "mon"/"thu"; ``None`` for anything else."""
+    word = word.strip().rstrip(".")
+    for name, full in zip(_DAY_NAMES, _DAY_WORDS, strict=True):
+        if len(word) >= 3 and full.startswith(word):
+            return name
+    return None
 
 
 def _time(where: _File, path: str, value: object) -> time:
@@ -252,7 +339,7 @@ def _holidays(where: _File, path: str, value: object) -> Holidays:
     if not isinstance(dates, list):
         where.fail(f"{path}.dates", "must be a list of dates (2026-12-24)")
     for index, day in enumerate(dates):
-        if not isinstance(day, date):
+        if isinstance(day, datetime) or not isinstance(day, date):
             where.fail(f"{path}.dates.{index}", f"{_show(day)} is not a date (2026-12-24)")
     return Holidays(country=country, subdivision=subdivision, dates=frozenset(dates))
 
@@ -350,7 +437,7 @@ def _ladder(
 ) -> tuple[EscalationStep, ...]:
     if not isinstance(value, list):
         where.fail(path, "must be a list of steps (after, notify)")
-    steps = []
+    steps: list[EscalationStep] = []
     for index, item in enumerate(value):
         step_path = f"{path}.{index}"
         data = _mapping(where, step_path, item)
