@@ -56,7 +56,7 @@ def test_p1_mail_gets_acknowledgement_with_case_number_and_severity(gateway, sin
     text = message.get_body(("plain",)).get_content()
     assert case.number in text
     assert "Severity: 1 - Critical" in text
-    assert "Target initial response: 1 business hour" in text or "1 hour" in text
+    assert "Target initial response: 1 business hour" in text
     html = message.get_body(("html",)).get_content()
     assert case.number in html
 
