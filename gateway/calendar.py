@@ -55,6 +55,16 @@ _MAX_CLOSED_DAYS = 3660
 """A walk that finds no business time for ten years is a configuration error, not a wait."""
 
 
+class CalendarError(ValueError):
+    """A calendar that cannot be built; ``part`` says which of its inputs is at fault
+    ("timezone", "windows", "holidays.country", "holidays.subdivision",
+    "holidays.dates"), so that a configuration file can point at the right key."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        super().__init__(reason)
+        self.part = part
+
+
 @dataclass(frozen=True)
 class Window:
     """A weekly business window, opening on each weekday in `days` (Monday=0).
@@ -120,7 +130,7 @@ class Calendar:
     ) -> None:
         windows = tuple(windows)
         if not windows:
-            raise ValueError("a calendar needs at least one business window")
+            raise CalendarError("windows", "a calendar needs at least one business window")
         for window in windows:
             _check_window(window)
         self._setup(timezone, windows, holidays, always=False)
@@ -397,39 +407,48 @@ class Calendar:
 
 def _load_zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name:
-        raise ValueError(f"a calendar needs a time zone name such as 'Europe/London', got {name!r}")
+        raise CalendarError(
+            "timezone", f"a calendar needs a time zone name such as 'Europe/London', got {name!r}"
+        )
     try:
         return ZoneInfo(name)
     # OSError too: a key naming a folder of the zone database ("Europe",
     # "America") makes ZoneInfo raise IsADirectoryError, which is a bad name
     # like any other, not an I/O failure.
     except (ZoneInfoNotFoundError, ValueError, OSError) as error:
-        raise ValueError(
-            f"unknown time zone {name!r}: use an IANA name such as 'Europe/London' or 'Etc/GMT'"
+        raise CalendarError(
+            "timezone",
+            f"unknown time zone {name!r}: use an IANA name such as 'Europe/London' or 'Etc/GMT'",
         ) from error
 
 
 def _check_window(window: Window) -> None:
     if not window.days:
-        raise ValueError(f"window {_describe_window_times(window)} opens on no weekday")
+        raise CalendarError(
+            "windows", f"window {_describe_window_times(window)} opens on no weekday"
+        )
     bad = sorted(repr(d) for d in window.days if not _is_weekday(d))
     if bad:
-        raise ValueError(f"window days must be 0 (Monday) to 6 (Sunday), got {', '.join(bad)}")
+        raise CalendarError(
+            "windows", f"window days must be 0 (Monday) to 6 (Sunday), got {', '.join(bad)}"
+        )
     if window.start.tzinfo is not None or window.end.tzinfo is not None:
-        raise ValueError(
-            "window times are wall times of the calendar's zone; give them without tzinfo"
+        raise CalendarError(
+            "windows",
+            "window times are wall times of the calendar's zone; give them without tzinfo",
         )
     if window.start == window.end:
-        raise ValueError(
+        raise CalendarError(
+            "windows",
             f"window {_describe_window_times(window)} starts when it ends (zero hours or 24?); "
-            "for 24×7 use Calendar.around_the_clock()"
+            "for 24×7 use Calendar.around_the_clock()",
         )
 
 
 def _check_dates(dates: frozenset[date]) -> None:
     bad = [d for d in dates if isinstance(d, datetime) or not isinstance(d, date)]
     if bad:
-        raise ValueError(f"holiday dates must be dates, got {bad[:3]!r}")
+        raise CalendarError("holidays.dates", f"holiday dates must be dates, got {bad[:3]!r}")
 
 
 def _public_holiday_lookup(holidays: Holidays) -> Callable[[int], frozenset[date]]:
@@ -439,16 +458,27 @@ def _public_holiday_lookup(holidays: Holidays) -> Callable[[int], frozenset[date
     configuration, not at the first deadline of the year.
     """
     if holidays.subdivision is not None and holidays.country is None:
-        raise ValueError(f"holiday subdivision {holidays.subdivision!r} needs a country")
+        raise CalendarError(
+            "holidays.country", f"holiday subdivision {holidays.subdivision!r} needs a country"
+        )
     country = holidays.country
     subdivision = holidays.subdivision
     if country is not None:
+        refused = (NotImplementedError, KeyError, ValueError)
         try:
             holidays_library.country_holidays(country, subdiv=subdivision)
-        except (NotImplementedError, KeyError, ValueError) as error:
+        except refused as error:
             where = country if subdivision is None else f"{country}/{subdivision}"
-            raise ValueError(
-                f"unknown holiday country or subdivision {where!r}: {error}"
+            part = "holidays.subdivision"
+            if subdivision is not None:
+                try:
+                    holidays_library.country_holidays(country)
+                except refused:
+                    part = "holidays.country"
+            else:
+                part = "holidays.country"
+            raise CalendarError(
+                part, f"unknown holiday country or subdivision {where!r}: {error}"
             ) from error
 
     @functools.cache

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from gateway.calendar import Calendar, Holidays, Window
+from gateway.calendar import Calendar, CalendarError, Holidays, Window
 from gateway.errors import ConfigError
 from gateway.policy.model import (
     LEVELS,
@@ -127,9 +127,6 @@ def parse_policy(text: str, *, name: str, source: str) -> Policy:
     levels = _levels(where, root["levels"], roles, tiers)
     default_level = _level_number(where, "default_level", root["default_level"])
     severity = _severity(where, "severity", root.get("severity") or {}, roles)
-    for cap_index, cap in enumerate(severity.caps):
-        if not cap.words:
-            where.fail(f"severity.caps.{cap_index}.words", "needs at least one word")
     return Policy(
         name=name,
         title=title,
@@ -251,28 +248,18 @@ def _calendar(where: _File, path: str, value: object) -> Calendar:
     holidays = _holidays(where, f"{path}.holidays", data.get("holidays") or {})
     try:
         return Calendar(zone, windows, holidays)
-    except ValueError as error:
-        reason = str(error)
-        if "holiday" in reason:
-            where.fail(f"{path}.holidays.{_bad_holiday_key(zone, windows, holidays)}", reason)
-        if "window" in reason:
-            where.fail(f"{path}.hours", reason)
-        where.fail(f"{path}.timezone", _not_a_zone(zone) if "time zone" in reason else reason)
+    except CalendarError as error:
+        if error.part == "timezone":
+            where.fail(f"{path}.timezone", _not_a_zone(zone))
+        where.fail(f"{path}.{_CALENDAR_KEYS.get(error.part, error.part)}", str(error))
+
+
+_CALENDAR_KEYS = {"windows": "hours"}
+"""The calendar's names for its inputs, where the policy file's keys differ."""
 
 
 def _not_a_zone(zone: str) -> str:
     return f'{_show(zone)} is not a time zone (write an IANA name such as "Europe/London")'
-
-
-def _bad_holiday_key(zone: str, windows: list[Window], holidays: Holidays) -> str:
-    """Which of country and subdivision the calendar refused."""
-    if holidays.subdivision is None or holidays.country is None:
-        return "country"
-    try:
-        Calendar(zone, windows, Holidays(country=holidays.country))
-    except ValueError:
-        return "country"
-    return "subdivision"
 
 
 def _window(where: _File, path: str, value: object) -> Window:
@@ -519,6 +506,8 @@ def _cap(where: _File, path: str, value: object) -> Cap:
     words = data["words"]
     if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
         where.fail(f"{path}.words", "must be a list of words or phrases")
+    if not words:
+        where.fail(f"{path}.words", "needs at least one word")
     return Cap(
         topic=_text(where, f"{path}.topic", data["topic"]),
         words=tuple(w.strip() for w in words),

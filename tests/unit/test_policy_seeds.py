@@ -1,7 +1,7 @@
 """The five shipped policies say what their seed documents say.
 
-Every expectation below is written out from the seed text (quoted beside it,
-from /work/shared/seeds/), never read back from the YAML: a policy file that
+Every expectation below is written out from the policy's source document
+(quoted beside it), never read back from the YAML: a policy file that
 drifts from its document fails here. Where a seed states nothing, the
 expectation says so and names the configured CHOICE.
 """
