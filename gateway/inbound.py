@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.database import transaction
 from gateway.errors import StoreUnavailable
 from gateway.mail import identify
-from gateway.models import InboundMessage, InboundStatus
+from gateway.models import INBOUND, InboundStatus
+
+_STORE = insert(INBOUND)
 
 
 def accept(
@@ -33,13 +36,12 @@ def accept(
     message_id, digest = identify(raw)
     try:
         with transaction(sessions) as session:
-            row = InboundMessage(
-                received_at=now, source=source, envelope_sender=sender,
-                envelope_recipients=list(recipients), message_id=message_id, digest=digest,
-                raw=raw, status=InboundStatus.RECEIVED, enqueued_at=now,
-            )
-            session.add(row)
-            session.flush()
-            return row.id
+            result = session.connection().execute(_STORE, {
+                "received_at": now, "source": source, "envelope_sender": sender,
+                "envelope_recipients": list(recipients), "message_id": message_id,
+                "digest": digest, "raw": raw, "status": InboundStatus.RECEIVED,
+                "enqueued_at": now,
+            })
+            return int(result.inserted_primary_key[0])
     except SQLAlchemyError as error:
         raise StoreUnavailable(str(error).splitlines()[0]) from error

@@ -10,7 +10,7 @@ in ``gateway/migrations``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -174,3 +175,16 @@ class OutboxRow(Base):
     sent_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+# The tables themselves, for the hot paths that write with plain SQL statements
+# (the pipeline, the outbox) rather than through the ORM's unit of work.
+INBOUND = _table(InboundMessage)
+CASES = _table(Case)
+THREAD = _table(ThreadEntry)
+EVENTS = _table(CaseEvent)
+OUTBOX = _table(OutboxRow)

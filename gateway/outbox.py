@@ -15,12 +15,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Outgoing
 from gateway.database import transaction
-from gateway.models import OutboxRow, OutboxStatus
+from gateway.models import OUTBOX, OutboxStatus
 from gateway.relay import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -34,18 +34,40 @@ def retry_delay(attempts: int) -> timedelta:
     return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
 
 
-def add_to_outbox(
-    session: Session, *, key: str, kind: str, mail: Outgoing, case_id: int | None,
-    now: datetime,
-) -> OutboxRow:
-    """A new pending row, in the caller's transaction (so it exists iff the decision does)."""
-    row = OutboxRow(
-        key=key, kind=kind, case_id=case_id, sender=mail.sender,
-        recipients=list(mail.recipients), message_id=mail.message_id, raw=mail.raw,
-        status=OutboxStatus.PENDING, attempts=0, created_at=now, next_attempt_at=now,
+# Built once: each mail runs them, and building a statement costs more than running it.
+_INSERT = insert(OUTBOX)
+_CLAIM = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id == bindparam("outbox_id"),
+        OUTBOX.c.status == OutboxStatus.PENDING,
+        OUTBOX.c.next_attempt_at <= bindparam("now"),
     )
-    session.add(row)
-    return row
+    .values(
+        status=OutboxStatus.SENDING, claim=bindparam("token"), claimed_at=bindparam("now"),
+        attempts=OUTBOX.c.attempts + 1,
+    )
+    .returning(OUTBOX.c.sender, OUTBOX.c.recipients, OUTBOX.c.raw, OUTBOX.c.attempts)
+)
+_SETTLE = update(OUTBOX).where(
+    OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.claim == bindparam("held_claim")
+)
+"""Sets the columns given with the parameters, while the row is still ours."""
+
+
+def add_to_outbox(
+    connection: Connection, *, key: str, kind: str, mail: Outgoing, case_id: int | None,
+    now: datetime,
+) -> int:
+    """A new pending row, in the caller's transaction (so it exists iff the decision does);
+    returns its id."""
+    result = connection.execute(_INSERT, {
+        "key": key, "kind": kind, "case_id": case_id, "sender": mail.sender,
+        "recipients": list(mail.recipients), "message_id": mail.message_id, "raw": mail.raw,
+        "status": OutboxStatus.PENDING, "attempts": 0, "created_at": now,
+        "next_attempt_at": now,
+    })
+    return int(result.inserted_primary_key[0])
 
 
 @dataclass(frozen=True)
@@ -59,38 +81,29 @@ class Claimed:
 
 
 def claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> Claimed | None:
-    """Take the row for sending, or ``None`` if it is not due or someone else has it."""
+    """Take the row for sending, or ``None`` if it is not due or someone else has it.
+
+    One conditional ``UPDATE … RETURNING``: the row is taken and read in a
+    single statement, so two claimants cannot both see it pending.
+    """
     token = secrets.token_hex(8)
     with transaction(sessions) as session:
-        taken = session.execute(
-            update(OutboxRow)
-            .where(
-                OutboxRow.id == outbox_id,
-                OutboxRow.status == OutboxStatus.PENDING,
-                OutboxRow.next_attempt_at <= now,
-            )
-            .values(
-                status=OutboxStatus.SENDING, claim=token, claimed_at=now,
-                attempts=OutboxRow.attempts + 1,
-            )
-        ).rowcount
-        if not taken:
-            return None
-        row = session.execute(select(OutboxRow).where(OutboxRow.id == outbox_id)).scalar_one()
-        return Claimed(row.id, token, row.sender, tuple(row.recipients), row.raw, row.attempts)
+        taken = session.connection().execute(
+            _CLAIM, {"outbox_id": outbox_id, "token": token, "now": now}
+        ).one_or_none()
+    if taken is None:
+        return None
+    return Claimed(outbox_id, token, taken.sender, tuple(taken.recipients), taken.raw,
+                   taken.attempts)
 
 
 def _settle(
     sessions: sessionmaker[Session], claimed: Claimed, **values: object
 ) -> bool:
     with transaction(sessions) as session:
-        return bool(
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == claimed.id, OutboxRow.claim == claimed.claim)
-                .values(**values)
-            ).rowcount
-        )
+        return bool(session.connection().execute(
+            _SETTLE, {"outbox_id": claimed.id, "held_claim": claimed.claim, **values}
+        ).rowcount)
 
 
 def send_one(

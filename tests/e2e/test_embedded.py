@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import smtplib
+import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
 
-from gateway.models import Case, InboundMessage, InboundStatus, OutboxRow
+from gateway.models import (
+    Case,
+    CaseEvent,
+    InboundMessage,
+    InboundStatus,
+    OutboxRow,
+    ThreadEntry,
+)
 from gateway.service import Embedded
 from tests.conftest import Sink, mail, make_settings
 
@@ -105,3 +113,47 @@ def test_automatic_mail_and_bounce_are_stored_but_not_acknowledged(gateway, sink
     assert rows[""].status == InboundStatus.IGNORED
     assert "bounce" in (rows[""].reason or "")
     assert count(gateway, OutboxRow) == 1
+
+
+def wait_until_processed(gateway: Embedded, timeout: float = 20.0) -> list[InboundMessage]:
+    """Every stored message once none is still waiting for the pipeline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with gateway.runtime.sessions() as session:
+            rows = list(session.scalars(select(InboundMessage).order_by(InboundMessage.id)))
+        if rows and all(row.status != InboundStatus.RECEIVED for row in rows):
+            return rows
+        time.sleep(0.05)
+    pytest.fail("inbound mail still waiting for the pipeline")
+
+
+def test_reply_in_the_thread_joins_its_case_and_a_forged_tag_does_not(gateway, sink):
+    send(gateway, mail("[P2] Slow recognition", message_id="opening"))
+    (ack,) = sink.wait_for(1)
+    with gateway.runtime.sessions() as session:
+        case = session.scalars(select(Case)).one()
+
+    # The customer answers the acknowledgement; a stranger only copies the tag.
+    reply = mail(f"Re: {ack.message['Subject']}", message_id="reply",
+                 headers={"In-Reply-To": ack.message["Message-ID"]})
+    send(gateway, reply)
+    send(gateway, mail(f"[{case.number}] let me in", sender="mallory@elsewhere.example"),
+         sender="mallory@elsewhere.example")
+    rows = wait_until_processed(gateway)
+    sink.wait_for(2)
+    sink.settle(quiet=1.0)
+
+    assert [row.case_id for row in rows][:2] == [case.id, case.id]
+    assert rows[2].case_id not in (None, case.id)
+    assert count(gateway, Case) == 2
+    assert len(sink.messages) == 2  # the stranger's mail opened a case of its own
+    with gateway.runtime.sessions() as session:
+        kinds = list(session.scalars(
+            select(CaseEvent.kind).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
+        ))
+        directions = list(session.scalars(
+            select(ThreadEntry.direction).where(ThreadEntry.case_id == case.id)
+            .order_by(ThreadEntry.id)
+        ))
+    assert kinds == ["opened", "acknowledgement_queued", "mail_received"]
+    assert directions == ["in", "out", "in"]

@@ -52,10 +52,8 @@ def queue(sessions: sessionmaker[Session], key: str = "ack:1") -> int:
         in_reply_to="m1@customer.example",
     )
     with transaction(sessions) as session:
-        row = add_to_outbox(session, key=key, kind="acknowledgement", mail=mail, case_id=None,
-                            now=T0)
-        session.flush()
-        return row.id
+        return add_to_outbox(session.connection(), key=key, kind="acknowledgement", mail=mail,
+                             case_id=None, now=T0)
 
 
 def row(sessions: sessionmaker[Session], outbox_id: int) -> OutboxRow:
