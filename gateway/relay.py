@@ -59,18 +59,27 @@ def _data_payload(raw: bytes) -> bytes:
     return _LEADING_DOT.sub(b"..", data)
 
 
+class _ClosedWhileIdle(Exception):
+    """A reused connection had been closed by the relay before this mail began."""
+
+
 class SmtpRelay:
     """Delivers through an SMTP relay, reusing connections between mails.
 
     A new connection costs a TCP handshake, the greeting, EHLO, and with TLS
     a handshake of its own; at a burst's rate that, not the relay, sets the
-    pace. Connections that delivered cleanly wait in a small idle pool; one
-    taken from it is checked with NOOP first (relays close idle sessions),
-    and replaced by a fresh one if it no longer answers.
+    pace. Connections that delivered cleanly wait in a small idle pool. One
+    idle for a while is checked with NOOP first (relays close idle
+    sessions); one used moments ago is trusted, and if the relay closed it
+    all the same (a restart, a limit of mails per connection) before
+    answering MAIL, the mail goes again over a new connection: nothing of it
+    had been sent.
     """
 
     IDLE_SECONDS = 20.0
     """An idle connection older than this is closed rather than reused."""
+    TRUSTED_SECONDS = 2.0
+    """An idle connection younger than this is used without a NOOP first."""
 
     def __init__(
         self,
@@ -109,38 +118,47 @@ class SmtpRelay:
         (which inside DATA would only become part of the body, and then wait
         for a reply that never comes): the relay discards the transaction.
         """
-        try:
-            smtp = self._reused() or self._connect()
-        except smtplib.SMTPResponseException as error:
-            detail = _reply(error.smtp_code, error.smtp_error).detail
-            return Delivery("temporary", f"relay {self.host}:{self.port}: {detail}")
-        except (OSError, smtplib.SMTPException) as error:
-            return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
-        delivery: Delivery | None = None
-        try:
-            delivery = self._transaction(smtp, sender, recipients, raw, commit)
-            return delivery
-        except smtplib.SMTPResponseException as error:
-            return _reply(error.smtp_code, error.smtp_error)
-        except (OSError, smtplib.SMTPException) as error:
-            return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
-        finally:
-            if delivery is not None and delivery.outcome in ("sent", "permanent"):
-                self._release(smtp, reset=delivery.outcome != "sent")
-            else:
-                smtp.close()
+        reuse = True
+        while True:
+            try:
+                smtp, unchecked = self._reused() if reuse else (None, False)
+                smtp = smtp or self._connect()
+            except smtplib.SMTPResponseException as error:
+                detail = _reply(error.smtp_code, error.smtp_error).detail
+                return Delivery("temporary", f"relay {self.host}:{self.port}: {detail}")
+            except (OSError, smtplib.SMTPException) as error:
+                return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
+            delivery: Delivery | None = None
+            try:
+                delivery = self._transaction(smtp, sender, recipients, raw, commit, unchecked)
+                return delivery
+            except _ClosedWhileIdle:
+                reuse = False  # once more, over a new connection
+            except smtplib.SMTPResponseException as error:
+                return _reply(error.smtp_code, error.smtp_error)
+            except (OSError, smtplib.SMTPException) as error:
+                return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
+            finally:
+                if delivery is not None and delivery.outcome in ("sent", "permanent"):
+                    self._release(smtp, reset=delivery.outcome != "sent")
+                else:
+                    smtp.close()
 
-    def _reused(self) -> smtplib.SMTP | None:
-        """An idle connection that still answers, or ``None``."""
+    def _reused(self) -> tuple[smtplib.SMTP | None, bool]:
+        """An idle connection that should still answer, or ``None``; and whether it
+        is used unchecked (without a NOOP)."""
         while True:
             with self._lock:
                 if not self._idle:
-                    return None
+                    return None, False
                 since, smtp = self._idle.pop()
-            if time.monotonic() - since < self.IDLE_SECONDS:
+            idle = time.monotonic() - since
+            if idle < self.TRUSTED_SECONDS:
+                return smtp, True
+            if idle < self.IDLE_SECONDS:
                 try:
                     if smtp.noop()[0] == 250:
-                        return smtp
+                        return smtp, False
                 except (OSError, smtplib.SMTPException):
                     pass
             smtp.close()
@@ -191,11 +209,18 @@ class SmtpRelay:
 
     def _transaction(
         self, smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes,
-        commit: CommitPoint,
+        commit: CommitPoint, unchecked: bool = False,
     ) -> Delivery:
         if not recipients:
             return Delivery("permanent", "no recipients")
-        code, text = smtp.mail(sender)
+        try:
+            code, text = smtp.mail(sender)
+        except (OSError, smtplib.SMTPServerDisconnected) as error:
+            if unchecked:
+                raise _ClosedWhileIdle from error
+            raise
+        if code == 421 and unchecked:  # "closing the channel": it had timed out, say
+            raise _ClosedWhileIdle
         if code != 250:
             return _reply(code, text)
         refused = []

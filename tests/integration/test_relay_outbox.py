@@ -6,6 +6,7 @@ A real aiosmtpd sink listens on loopback; the outbox lives in SQLite in
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Identity, build_mail
@@ -107,6 +109,56 @@ class Killed(Exception):
 
 
 # --- delivered exactly once -----------------------------------------------------------------
+
+
+class ClosingAfterEachMail:
+    """A relay that closes every connection just after accepting one mail, as a
+    relay with a per-connection limit or one restarting between two mails does."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.connections = 0
+        self.hung_up = threading.Event()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.received.append(envelope.original_content)
+        self.hung_up.clear()
+
+        def hang_up() -> None:
+            server.transport.close()
+            self.hung_up.set()
+
+        asyncio.get_running_loop().call_soon(hang_up)  # once the reply is on its way
+        return "250 OK"
+
+
+def test_reused_connection_closed_by_the_relay_sends_over_a_new_one(sessions):
+    # Given a relay that hangs up after each mail, and two acknowledgements
+    handler = ClosingAfterEachMail()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        relay = SmtpRelay("127.0.0.1", controller.port, timeout=5, local_hostname="gateway.test")
+        first, second = queue(sessions, "ack:1"), queue(sessions, "ack:2")
+        # When both are sent one after the other, the second on the connection kept idle
+        delivered = [send(sessions, relay, first)[0]]
+        assert handler.hung_up.wait(5)
+        delivered.append(send(sessions, relay, second)[0])
+        relay.close()
+    finally:
+        controller.stop()
+    # Then each went out once, the second over a new connection, with no retry
+    assert [d.outcome if d else None for d in delivered] == ["sent", "sent"]
+    assert len(handler.received) == 2
+    assert handler.connections == 2
+    assert row(sessions, second).attempts == 1
+
+
 
 
 def test_row_is_delivered_once(sessions, sink):
