@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.casenumber import find_case_number, format_number, subject_tag
 from gateway.classify import Envelope, Verdict, classify
 from gateway.compose import Identity, Renderer, build_mail
-from gateway.database import transaction
+from gateway.database import reading, transaction
 from gateway.deadlines import due_at
 from gateway.decide import NewCase, belongs_to_case, decide_new_case, marker_note
 from gateway.mail import ParsedMail, parse_message
@@ -133,8 +133,8 @@ def _stored(connection: Connection, inbound_id: int, *, lock: bool) -> Row[Any] 
 def _process(context: PipelineContext, inbound_id: int, now: datetime) -> Outcome:
     # Parsing is the pipeline's heaviest pure work: it is done before the write
     # transaction, so that SQLite's single writer is held for database work only.
-    with context.sessions() as session:
-        row = _stored(session.connection(), inbound_id, lock=False)
+    with reading(context.sessions) as connection:
+        row = _stored(connection, inbound_id, lock=False)
     if row is None or row.status != InboundStatus.RECEIVED:
         return Outcome("skipped", row.case_id if row else None)
     try:

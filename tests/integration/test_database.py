@@ -1,0 +1,98 @@
+"""Database connections over a real PostgreSQL: a pooled connection cut while idle
+is replaced before use, and reads outside a transaction see committed rows."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from gateway.database import _PingWhenIdle, make_engine, make_sessionmaker, reading, transaction
+from tests.proxy import TcpProxy
+
+
+@pytest.fixture
+def proxied(pg_url: str) -> Iterator[tuple[Engine, TcpProxy]]:
+    url = make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    engine = make_engine(url.set(port=proxy.port).render_as_string(hide_password=False))
+    try:
+        yield engine, proxy
+    finally:
+        engine.dispose()
+        proxy.close()
+
+
+def pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(text("select pg_backend_pid()")))
+
+
+def test_connection_cut_while_idle_is_replaced_before_use(proxied, monkeypatch):
+    engine, proxy = proxied
+    first = pid(engine)
+    # Given the pooled connection's link is cut while it lies idle
+    proxy.cut()
+    proxy.restore()
+    # When it is next checked out after the idle time
+    monkeypatch.setattr(_PingWhenIdle, "IDLE_SECONDS", 0.0)
+    # Then it is found dead and replaced: the caller sees no error
+    assert pid(engine) != first
+
+
+def test_connection_used_moments_ago_is_not_pinged(proxied):
+    engine, proxy = proxied
+    pid(engine)
+    # A cut just after use is not looked for (no round trip per checkout):
+    # that one use fails, and the pool starts afresh for the next.
+    proxy.cut()
+    proxy.restore()
+    with pytest.raises(OperationalError):
+        pid(engine)
+    assert pid(engine) > 0
+
+
+def test_reading_sees_committed_rows_and_leaves_no_transaction_open(pg_url):
+    engine = make_engine(pg_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with transaction(sessions) as session:
+            session.execute(text("create table t (n int)"))
+            session.execute(text("insert into t values (1)"))
+        with reading(sessions) as connection:
+            assert connection.scalar(text("select n from t")) == 1
+            # autocommit: no BEGIN was sent, no transaction stays open after the read
+            status = connection.connection.dbapi_connection.info.transaction_status
+            assert status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_read_does_not_wait_for_the_writer(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
+    sessions = make_sessionmaker(engine)
+    try:
+        with transaction(sessions) as session:
+            session.execute(text("create table t (n int)"))
+            session.execute(text("insert into t values (1)"))
+        seen: list[list[int]] = []
+
+        def read() -> None:
+            with reading(sessions) as connection:
+                seen.append(list(connection.scalars(text("select n from t"))))
+
+        # While a writer holds the lock with an uncommitted change,
+        with transaction(sessions) as writer:
+            writer.execute(text("insert into t values (2)"))
+            # a reader does not wait for it: it sees what is committed.
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            reader.join(timeout=10)
+            assert seen == [[1]]
+    finally:
+        engine.dispose()
