@@ -41,6 +41,10 @@ def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # aiosmtpd logs every SMTP command line of every session at INFO (with the
+    # senders' addresses): noise that drowned the gateway's own lines and cost the
+    # SMTP edge a sixth of its CPU. Its warnings and errors still show; -v shows all.
+    logging.getLogger("mail.log").setLevel(logging.NOTSET if verbose else logging.WARNING)
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
 
