@@ -9,9 +9,13 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError
 
+from gateway import compose
 from gateway.compose import (
+    _SMTP_COMPAT,
     LOOP_HEADER,
     MAX_REFERENCES,
     Identity,
@@ -330,3 +334,30 @@ def test_non_ascii_mail_is_7bit_clean_and_parses_back():
     assert plain is not None
     assert plain.get_content().replace("\r\n", "\n") == "Grüße, HD-000001\n"
     assert b"HD-000001" in outgoing.raw.split(b"\r\n\r\n", 1)[1]
+
+
+# The fast header path writes exactly what compat32's folding would.
+_COMPAT_CRLF = policy.compat32.clone(linesep="\r\n")
+_PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+_WORD = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
+                max_size=14)
+_HEADER_TEXT = st.one_of(
+    st.text(alphabet=_PRINTABLE, max_size=120),
+    st.lists(_WORD, max_size=16).map(" ".join),  # lines long enough to need folding
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=st.sampled_from(["Subject", "To", "Message-ID", "X-Helpdesk-Loop"]), value=_HEADER_TEXT)
+def test_plain_header_lines_are_written_as_compat32_folds_them(name, value):
+    assert _SMTP_COMPAT.fold_binary(name, value) == _COMPAT_CRLF.fold_binary(name, value)
+
+
+def test_a_part_holding_the_boundary_gets_another(monkeypatch):
+    tokens = iter(["taken", "free"])
+    monkeypatch.setattr(compose.secrets, "token_hex", lambda _n: next(tokens))
+    message = parsed(build(text="a customer quoting --=_helpdesk_taken\n"))
+    assert message.get_boundary() == "=_helpdesk_free"
+    assert [part.get_content_type() for part in message.iter_parts()] == [
+        "text/plain", "text/html"
+    ]
