@@ -167,11 +167,12 @@ def start_gateway(args: argparse.Namespace, workdir: Path, smtp_port: int,
         f"[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}",
         '[support]\naddresses = ["support@example.com"]',
         f'[relay]\nhost = "127.0.0.1"\nport = {sink_port}',
-        f"[broker]\nworker_threads = {args.threads}",
     ]
     if args.mode == "production":
-        lines += [f'[database]\nurl = "{args.database_url}"']
-        lines[-2] = f'[broker]\nurl = "{args.broker_url}"'
+        lines += [f'[database]\nurl = "{args.database_url}"',
+                  f'[broker]\nurl = "{args.broker_url}"']
+    elif args.threads:
+        lines += [f"[broker]\nworker_threads = {args.threads}"]
     config.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "HELPDESK_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
     log = (workdir / "gateway.log").open("ab")
@@ -186,8 +187,10 @@ def start_gateway(args: argparse.Namespace, workdir: Path, smtp_port: int,
         reset_database(args)
     subprocess.run([sys.executable, "-m", "gateway", "db", "upgrade"], cwd=ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL)
-    workers = spawn("-m", "dramatiq", "workers.main", "--processes", str(args.processes),
-                    "--threads", str(args.threads), "--queues", "inbound", "outbox")
+    # As the README runs them: `helpdesk worker`, with its defaults unless told.
+    sizing = [*(["--processes", str(args.processes)] if args.processes else []),
+              *(["--threads", str(args.threads)] if args.threads else [])]
+    workers = spawn("-m", "gateway", "worker", *sizing)
     return [workers, spawn("-m", "gateway", "smtp"), spawn("-m", "gateway", "sweeper")]
 
 
@@ -284,8 +287,10 @@ def main() -> None:
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/8")
     parser.add_argument("--reset-database", action=argparse.BooleanOptionalAction,
                         default=True, help="empty the gateway's tables and Redis db first")
-    parser.add_argument("--processes", type=int, default=2, help="worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="worker threads")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="worker processes (default: as `helpdesk worker`)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="worker threads (default: the gateway's own)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--keep-logs", action="store_true")
