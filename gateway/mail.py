@@ -16,7 +16,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.errors import UndecodableBytesDefect
-from email.headerregistry import AddressHeader
+from email.headerregistry import (
+    AddressHeader,
+    BaseHeader,
+    HeaderRegistry,
+    UniqueUnstructuredHeader,
+    UnstructuredHeader,
+)
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
@@ -35,6 +41,9 @@ CLASSIFY_HEADERS = (
 )
 """Headers the classification rules and the marker hints read."""
 
+_READ_HEADERS = frozenset({"subject", "message-id", "in-reply-to", "references", *CLASSIFY_HEADERS})
+"""Every header ``parse_message`` reads as text (From is read apart, strictly)."""
+
 _MESSAGE_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 _ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -43,6 +52,72 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 """Left by undecodable raw bytes; they cannot be encoded into a mail we write."""
 MAX_BODY_CHARS = 200_000
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib header registry, but each header class is made once, not per read.
+
+    ``HeaderRegistry`` builds a fresh class with ``type()`` every time a header
+    is read (tens of µs each, and more work for the garbage collector); the
+    class it builds depends only on which registered class the name maps to,
+    so making it once per registered class changes nothing but the cost.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[type, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        registered = self.registry.get(name.lower(), self.default_class)
+        made = self._made.get(registered)
+        if made is None:
+            made = self._made[registered] = super().__getitem__(name)
+        return made
+
+
+_HEADER_CLASSES = _HeaderClasses()
+
+_UNSTRUCTURED = frozenset(
+    name for name in _READ_HEADERS
+    if _HEADER_CLASSES.registry.get(name, _HEADER_CLASSES.default_class)
+    in (UnstructuredHeader, UniqueUnstructuredHeader)
+)
+"""The headers read as text that the registry parses as unstructured: all but Message-ID."""
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_MSG_ID = re.compile(rf"<{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*>")
+"""A Message-ID with nothing to interpret: the registry's text for it is the value."""
+
+
+class _HeaderMemo:
+    """The header factory of one parsed message: each distinct header is parsed once.
+
+    ``email.policy.default`` parses a header through the registry on every
+    read, and the stdlib reads Content-Type about fifteen times per mail
+    (the parser itself, ``get_content_type``, ``get_body``, ``get_content``).
+    Parsing is a pure function of the name and the unfolded value, and the
+    header objects are read-only, so handing back the first result is the
+    same as parsing again. A header that fails to parse is not remembered and
+    raises again on each read, as before. One memo per message keeps nothing
+    between mails. Reading a remembered header takes less stack than parsing
+    it, so a mail nested so deep that the parser meets the recursion limit
+    meets it a few levels deeper than before; where that happens already
+    moves with the caller's own stack depth.
+    """
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, str], BaseHeader] = {}
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        key = (name, value)
+        header = self._parsed.get(key)
+        if header is None:
+            header = self._parsed[key] = _HEADER_CLASSES[name](name, value)
+        return header
+
+
+def _message_policy() -> email.policy.EmailPolicy[EmailMessage]:
+    """``email.policy.default``, with a header memo of its own for one message."""
+    return email.policy.default.clone(header_factory=_HeaderMemo())
 
 
 @dataclass(frozen=True)
@@ -69,8 +144,29 @@ def identify(raw: bytes) -> tuple[str | None, str]:
     The digest covers everything but the trace headers, so the same message
     delivered twice, by two routes, has the same digest.
     """
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(_header_section(raw))
     return _message_id(_header_text(headers, "message-id")), content_digest(raw)
+
+
+def _header_section(raw: bytes) -> bytes:
+    """``raw`` cut just inside its first empty line: all that a header-only parse reads.
+
+    A header-only parse still splits the whole body into lines, only to drop
+    them. The parser ends lines at CRLF, CR or LF, and its header section ends
+    at the first line that is not a header line: an empty line at the latest.
+    An empty line starts right after a line end and is itself a line end, so
+    it shows as LF LF, LF CR or CR CR, or as CR or LF at the very start.
+    Cutting after its first character leaves every line before it as it was
+    and the empty line empty (CR for CRLF), so the same headers are read.
+    """
+    if raw[:1] in (b"\r", b"\n"):
+        return raw[:1]
+    end = len(raw)
+    for pair in (b"\n\n", b"\n\r", b"\r\r"):
+        found = raw.find(pair, 0, end)
+        if found != -1:
+            end = found + 2
+    return raw[:end]
 
 
 def content_digest(raw: bytes) -> str:
@@ -95,20 +191,21 @@ def content_digest(raw: bytes) -> str:
 def parse_message(raw: bytes) -> ParsedMail:
     """Everything the pipeline needs from ``raw``; never raises for bad input."""
     message, defects = _parse(raw)
-    subject = sanitize_header_text(_header_text(message, "subject"))
+    texts = _header_texts(message)
+    subject = sanitize_header_text(texts.get("subject", ""))
     sender, sender_name = _strict_sender(message, defects)
     headers = {
         name: sanitize_header_text(value)
         for name in CLASSIFY_HEADERS
-        if (value := _header_text(message, name))
+        if (value := texts.get(name, ""))
     }
     return ParsedMail(
-        message_id=_message_id(_header_text(message, "message-id")),
+        message_id=_message_id(texts.get("message-id", "")),
         subject=subject,
         sender=sender,
         sender_name=sender_name,
-        in_reply_to=_message_ids(_header_text(message, "in-reply-to")),
-        references=_message_ids(_header_text(message, "references")),
+        in_reply_to=_message_ids(texts.get("in-reply-to", "")),
+        references=_message_ids(texts.get("references", "")),
         headers=headers,
         content_type=_content_type(message),
         body_text=_body_text(message, defects),
@@ -122,10 +219,11 @@ def _parse(raw: bytes) -> tuple[Message, list[str]]:
     The stdlib parser recurses per MIME level and raises ``RecursionError`` on
     absurdly deep nesting; such a message is read as headers and one opaque body.
     """
+    policy = _message_policy()
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        message = email.message_from_bytes(raw, policy=policy)
     except Exception as error:
-        message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
+        message = BytesParser(policy=policy).parsebytes(raw, headersonly=True)
         return message, [f"Unparseable{type(error).__name__}"]
     return message, [type(d).__name__ for d in message.defects]
 
@@ -151,6 +249,60 @@ def _header_text(message: Message, name: str) -> str:
                 break
     if value is None:
         return ""
+    return _as_text(value)
+
+
+def _header_texts(message: Message) -> dict[str, str]:
+    """``_header_text`` of each of ``_READ_HEADERS`` present in a message from ``_parse``.
+
+    ``message.get(name)`` scans every header for each name, and ``parse_message``
+    reads eighteen names, most of them absent; one scan finds them all. As with
+    ``message.get``, the first header of a name is the one read, and a value
+    the registry cannot parse gives its raw text. Where the registry's text is
+    certain without it (``_plain_header_text``), the registry is not asked.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for key, raw_value in message.raw_items():
+        name = key.lower()
+        if name in _READ_HEADERS and name not in found:
+            found[name] = (key, raw_value)
+    texts: dict[str, str] = {}
+    for name, (key, raw_value) in found.items():
+        try:
+            value = _plain_header_text(name, raw_value)
+            if value is None:
+                value = message.policy.header_fetch_parse(key, raw_value)
+        except Exception:  # the header registry raises on some malformed values
+            value = raw_value
+        texts[name] = _as_text(value)
+    return texts
+
+
+def _plain_header_text(name: str, raw_value: str) -> str | None:
+    """The text ``email.policy.default`` gives for a header, when it is certain; else ``None``.
+
+    The policy unfolds the value (drops every CR and LF), parses it, and makes
+    undecodable bytes (surrogates) U+FFFD. For an unstructured header the
+    parser's text is the unfolded value itself with RFC 2047 encoded words
+    decoded; without ``=?`` there is no encoded word, so the text is the value.
+    A Message-ID that is exactly ``<dot-atom-text@dot-atom-text>`` (ASCII)
+    parses to itself. Everything else (encoded words, comments, quoting, odd
+    Message-IDs) goes through the registry, as before.
+    """
+    value = raw_value.replace("\r", "").replace("\n", "")
+    if name in _UNSTRUCTURED and "=?" not in value:
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # raw 8-bit bytes: as BaseHeader sanitises them
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return value
+    if name == "message-id" and _PLAIN_MSG_ID.fullmatch(value):
+        return value
+    return None
+
+
+def _as_text(value: str) -> str:
+    """``str(value)`` of a header as read; undecodable bytes made U+FFFD if that fails."""
     try:
         return str(value)
     except Exception:
