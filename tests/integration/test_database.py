@@ -96,3 +96,23 @@ def test_sqlite_read_does_not_wait_for_the_writer(tmp_path):
             assert seen == [[1]]
     finally:
         engine.dispose()
+
+
+def test_a_transaction_after_a_read_is_still_all_or_nothing(pg_url):
+    # The autocommit of a read must not stay on the pooled connection it used.
+    engine = make_engine(pg_url, pool_size=1)
+    sessions = make_sessionmaker(engine)
+    try:
+        with transaction(sessions) as session:
+            session.execute(text("create table t (n int)"))
+        with reading(sessions) as connection:
+            first = connection.connection.dbapi_connection
+            connection.scalar(text("select count(*) from t"))
+        with pytest.raises(RuntimeError), transaction(sessions) as session:
+            assert session.connection().connection.dbapi_connection is first
+            session.execute(text("insert into t values (1)"))
+            raise RuntimeError("fails after the first write")
+        with reading(sessions) as connection:
+            assert connection.scalar(text("select count(*) from t")) == 0
+    finally:
+        engine.dispose()
