@@ -116,3 +116,16 @@ def test_a_transaction_after_a_read_is_still_all_or_nothing(pg_url):
             assert connection.scalar(text("select count(*) from t")) == 0
     finally:
         engine.dispose()
+
+
+def test_sqlite_writer_after_a_read_still_queues(tmp_path):
+    # The reader's pass around the writer queue must not stay with its connection.
+    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
+    sessions = make_sessionmaker(engine)
+    try:
+        with reading(sessions) as connection:
+            connection.scalar(text("select 1"))
+        with transaction(sessions) as session:
+            assert session.connection().info.get("holds_writer_lock") is True
+    finally:
+        engine.dispose()
