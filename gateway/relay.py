@@ -9,12 +9,12 @@ already passed the message to the kernel with the dot. If the relay then
 refuses the dot, the commit is undone by the caller.
 
 What is left of the gap is the time from the database's COMMIT reply to
-the dot's ``send``: in a worker whose other threads keep the interpreter
-lock busy, the sending thread waits for the lock after the COMMIT, up to a
-few milliseconds. A process killed inside that wait has recorded a mail as
-sent that the relay then discards: the mail is lost (at-most-once), never
-doubled. Under a burst of about a hundred mails a second, a SIGKILL lands
-there about one time in five or ten.
+the dot's ``send``: the sending thread has to be woken and to get the
+interpreter lock back, a few milliseconds on a machine whose cores are all
+busy. A process killed inside that time has recorded a mail as sent that
+the relay then discards: the mail is lost (at-most-once), never doubled.
+On a saturated 2-core machine under a burst of about a hundred mails a
+second, a SIGKILL lands there about one time in five.
 """
 
 from __future__ import annotations
