@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.database import _PingWhenIdle, make_engine, make_sessionmaker, reading, transaction
 from tests.proxy import TcpProxy
@@ -26,6 +27,21 @@ def proxied(pg_url: str) -> Iterator[tuple[Engine, TcpProxy]]:
     finally:
         engine.dispose()
         proxy.close()
+
+
+@pytest.fixture
+def pg_sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a fresh PostgreSQL database, one pooled connection (reused each time)."""
+    engine = make_engine(pg_url, pool_size=1)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_sessions(tmp_path) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 def pid(engine: Engine) -> int:
@@ -57,75 +73,55 @@ def test_connection_used_moments_ago_is_not_pinged(proxied):
     assert pid(engine) > 0
 
 
-def test_reading_sees_committed_rows_and_leaves_no_transaction_open(pg_url):
-    engine = make_engine(pg_url)
-    sessions = make_sessionmaker(engine)
-    try:
-        with transaction(sessions) as session:
-            session.execute(text("create table t (n int)"))
-            session.execute(text("insert into t values (1)"))
-        with reading(sessions) as connection:
-            assert connection.scalar(text("select n from t")) == 1
-            # autocommit: no BEGIN was sent, no transaction stays open after the read
-            status = connection.connection.dbapi_connection.info.transaction_status
-            assert status == psycopg.pq.TransactionStatus.IDLE
-    finally:
-        engine.dispose()
+def test_reading_sees_committed_rows_and_leaves_no_transaction_open(pg_sessions):
+    with transaction(pg_sessions) as session:
+        session.execute(text("create table t (n int)"))
+        session.execute(text("insert into t values (1)"))
+    with reading(pg_sessions) as connection:
+        assert connection.scalar(text("select n from t")) == 1
+        # autocommit: no BEGIN was sent, no transaction stays open after the read
+        status = connection.connection.dbapi_connection.info.transaction_status
+        assert status == psycopg.pq.TransactionStatus.IDLE
 
 
-def test_sqlite_read_does_not_wait_for_the_writer(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
-    sessions = make_sessionmaker(engine)
-    try:
-        with transaction(sessions) as session:
-            session.execute(text("create table t (n int)"))
-            session.execute(text("insert into t values (1)"))
-        seen: list[list[int]] = []
+def test_sqlite_read_does_not_wait_for_the_writer(sqlite_sessions):
+    with transaction(sqlite_sessions) as session:
+        session.execute(text("create table t (n int)"))
+        session.execute(text("insert into t values (1)"))
+    seen: list[list[int]] = []
 
-        def read() -> None:
-            with reading(sessions) as connection:
-                seen.append(list(connection.scalars(text("select n from t"))))
+    def read() -> None:
+        with reading(sqlite_sessions) as connection:
+            seen.append(list(connection.scalars(text("select n from t"))))
 
-        # While a writer holds the lock with an uncommitted change,
-        with transaction(sessions) as writer:
-            writer.execute(text("insert into t values (2)"))
-            # a reader does not wait for it: it sees what is committed.
-            reader = threading.Thread(target=read, daemon=True)
-            reader.start()
-            reader.join(timeout=10)
-            assert seen == [[1]]
-    finally:
-        engine.dispose()
+    # While a writer holds the lock with an uncommitted change,
+    with transaction(sqlite_sessions) as writer:
+        writer.execute(text("insert into t values (2)"))
+        # a reader does not wait for it: it sees what is committed.
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=10)
+        assert seen == [[1]]
 
 
-def test_a_transaction_after_a_read_is_still_all_or_nothing(pg_url):
+def test_a_transaction_after_a_read_is_still_all_or_nothing(pg_sessions):
     # The autocommit of a read must not stay on the pooled connection it used.
-    engine = make_engine(pg_url, pool_size=1)
-    sessions = make_sessionmaker(engine)
-    try:
-        with transaction(sessions) as session:
-            session.execute(text("create table t (n int)"))
-        with reading(sessions) as connection:
-            first = connection.connection.dbapi_connection
-            connection.scalar(text("select count(*) from t"))
-        with pytest.raises(RuntimeError), transaction(sessions) as session:
-            assert session.connection().connection.dbapi_connection is first
-            session.execute(text("insert into t values (1)"))
-            raise RuntimeError("fails after the first write")
-        with reading(sessions) as connection:
-            assert connection.scalar(text("select count(*) from t")) == 0
-    finally:
-        engine.dispose()
+    with transaction(pg_sessions) as session:
+        session.execute(text("create table t (n int)"))
+    with reading(pg_sessions) as connection:
+        first = connection.connection.dbapi_connection
+        connection.scalar(text("select count(*) from t"))
+    with pytest.raises(RuntimeError), transaction(pg_sessions) as session:
+        assert session.connection().connection.dbapi_connection is first
+        session.execute(text("insert into t values (1)"))
+        raise RuntimeError("fails after the first write")
+    with reading(pg_sessions) as connection:
+        assert connection.scalar(text("select count(*) from t")) == 0
 
 
-def test_sqlite_writer_after_a_read_still_queues(tmp_path):
+def test_sqlite_writer_after_a_read_still_queues(sqlite_sessions):
     # The reader's pass around the writer queue must not stay with its connection.
-    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
-    sessions = make_sessionmaker(engine)
-    try:
-        with reading(sessions) as connection:
-            connection.scalar(text("select 1"))
-        with transaction(sessions) as session:
-            assert session.connection().info.get("holds_writer_lock") is True
-    finally:
-        engine.dispose()
+    with reading(sqlite_sessions) as connection:
+        connection.scalar(text("select 1"))
+    with transaction(sqlite_sessions) as session:
+        assert session.connection().info.get("holds_writer_lock") is True
