@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -145,6 +146,69 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on error."""
     with sessions() as session, session.begin():
         yield session
+
+
+def commit_right_after(
+    session: Session, step: Callable[[], None], *, timeout: float = 30.0
+) -> None:
+    """Run ``step``, then commit the session's transaction with as little time
+    between the two as the database allows.
+
+    For a commit that records something done outside the database (the
+    relay's final dot), the time between the two is when a killed process
+    leaves them disagreeing. On PostgreSQL the COMMIT goes out the moment
+    ``step`` returns, before anything waits (a commit's round trip and the
+    wake-up after it take milliseconds on a busy machine; this takes
+    microseconds): once sent, the server commits it whatever becomes of this
+    process. SQLite commits in this process, so its window is the commit's
+    own sync.
+
+    If ``step`` raises, nothing is committed. If the commit fails after
+    ``step`` has run, ``OperationalError`` is raised and the connection is
+    dropped from the pool.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        step()
+        session.commit()
+        return
+    driver = connection.connection.driver_connection
+    pgconn = driver.pgconn  # type: ignore[union-attr]
+    step()
+    try:
+        pgconn.send_query(b"COMMIT")
+        _await_commit(pgconn, time.monotonic() + timeout)
+    except Exception as error:
+        connection.invalidate(error)
+        raise OperationalError("COMMIT", None, error) from error
+    session.commit()  # the driver finds no transaction open and sends nothing
+
+
+def _await_commit(pgconn: Any, deadline: float) -> None:
+    """Wait for the reply to a COMMIT sent with libpq's asynchronous API."""
+    from psycopg import pq
+
+    while pgconn.flush():
+        _wait(pgconn.socket, deadline, write=True)
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        _wait(pgconn.socket, deadline, write=False)
+    results = []
+    while (result := pgconn.get_result()) is not None:
+        results.append(result)
+    last = results[-1] if results else None
+    if last is None or last.status != pq.ExecStatus.COMMAND_OK or last.command_status != b"COMMIT":
+        reason = last.error_message.decode("utf-8", "replace") if last is not None else ""
+        status = last.command_status if last is not None else None
+        raise RuntimeError(f"COMMIT not confirmed ({status!r}): {reason}".rstrip(": "))
+
+
+def _wait(fd: int, deadline: float, *, write: bool) -> None:
+    readers, writers = ([], [fd]) if write else ([fd], [])
+    if not any(select.select(readers, writers, [], max(deadline - time.monotonic(), 0))):
+        raise TimeoutError("no reply to COMMIT from the database")
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +20,7 @@ from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Outgoing
-from gateway.database import transaction
+from gateway.database import commit_right_after, transaction
 from gateway.models import OUTBOX, OutboxStatus
 from gateway.relay import Delivery, Transport
 
@@ -98,12 +99,22 @@ def claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> Cla
 
 
 def _settle(
-    sessions: sessionmaker[Session], claimed: Claimed, **values: object
+    sessions: sessionmaker[Session], claimed: Claimed,
+    release: Callable[[], None] | None = None, **values: object,
 ) -> bool:
-    with transaction(sessions) as session:
-        return bool(session.connection().execute(
+    """Set ``values`` on the row if it is still ours; ``release`` runs just before
+    the commit (see ``commit_right_after``), and not at all if the row is lost."""
+    with sessions() as session:
+        held = session.connection().execute(
             _SETTLE, {"outbox_id": claimed.id, "held_claim": claimed.claim, **values}
-        ).rowcount)
+        ).rowcount
+        if not held:
+            return False  # closing the session rolls back
+        if release is None:
+            session.commit()
+        else:
+            commit_right_after(session, release)
+        return True
 
 
 def send_one(
@@ -120,10 +131,22 @@ def send_one(
     if claimed is None:
         return None, None
 
-    def commit_sent() -> bool:
-        return _settle(
-            sessions, claimed, status=OutboxStatus.SENT, sent_at=now, last_error=None
-        )
+    released = False
+
+    def commit_sent(release: Callable[[], None]) -> bool:
+        def let_go() -> None:
+            nonlocal released
+            release()
+            released = True
+
+        try:
+            return _settle(sessions, claimed, let_go, status=OutboxStatus.SENT, sent_at=now,
+                           last_error=None)
+        except Exception:
+            if released:
+                log.error("outbox %s: handed over, but 'sent' could not be recorded; "
+                          "it goes again once recovered", outbox_id)
+            raise
 
     delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
     if delivery.outcome in ("sent", "aborted"):

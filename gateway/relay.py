@@ -1,25 +1,28 @@
 """The outbound edge: hand one rendered mail to the relay, exactly once.
 
-Sending and recording "sent" cannot be one atomic step. The gateway shrinks
-the gap to almost nothing by committing "sent" *between* the message body
-and the final ``.`` of the SMTP DATA phase: a relay discards a transaction
-whose final dot never came, so a process killed before the commit sends
-nothing (the row is claimed again later), and one killed after it has
-already passed the message to the kernel with the dot. If the relay then
-refuses the dot, the commit is undone by the caller.
+Sending and recording "sent" cannot be one atomic step; the gateway brings
+the two as close together as it can. The message body goes first. Then the
+row is marked sent, not yet committed: if it is no longer ours, the
+connection is dropped, and the relay, which never saw the final dot,
+discards the mail. Then the final ``.`` of the DATA phase is written, and
+the COMMIT goes out straight after it (``database.commit_right_after``).
 
-What is left of the gap is the time from the database's COMMIT reply to
-the dot's ``send``: the sending thread has to be woken and to get the
-interpreter lock back, a few milliseconds on a machine whose cores are all
-busy. A process killed inside that time has recorded a mail as sent that
-the relay then discards: the mail is lost (at-most-once), never doubled.
-On a saturated 2-core machine under a burst of about a hundred mails a
-second, a SIGKILL lands there about one time in five.
+The dot is written without giving up the interpreter lock (``_send_now``),
+so over a plain connection, with the outbox on PostgreSQL, the two writes
+are microseconds apart however busy the machine is. A process killed
+before the dot has sent nothing, and its claim is recovered; one killed
+after the COMMIT went out has sent the mail and recorded it. Only a kill
+between the two writes sends the mail a second time, with the same
+Message-ID. With TLS to the relay, the gap also holds the wait for the
+interpreter lock after encrypting the dot; on SQLite it is the commit's
+own sync. If the relay then refuses the dot, the caller records the
+refusal over the commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -36,8 +39,10 @@ from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
 
-CommitPoint = Callable[[], bool]
-"""Records the mail as sent; returns False when the row is no longer ours (abort)."""
+CommitPoint = Callable[[Callable[[], None]], bool]
+"""Records the mail as sent, running its argument (the step that lets the mail
+go) right before the commit; returns False without running it when the row is
+no longer ours (abort)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,42 @@ def _data_payload(raw: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return _LEADING_DOT.sub(b"..", data)
+
+
+def _libc_send() -> Callable[..., int] | None:
+    """libc's ``send`` through ctypes' ``PyDLL``, which keeps the interpreter lock
+    during the call; ``None`` where there is no such call or no way to make it
+    return at once."""
+    if not hasattr(socket, "MSG_DONTWAIT"):
+        return None
+    try:
+        send = ctypes.PyDLL(None).send
+    except (OSError, AttributeError, TypeError):
+        return None
+    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    send.restype = ctypes.c_ssize_t
+    return send  # type: ignore[no-any-return]
+
+
+_LIBC_SEND = _libc_send()
+_AT_ONCE = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def _send_now(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` without first letting the process's other threads run.
+
+    ``socket.send`` gives up the interpreter lock around the system call and
+    queues for it afterwards: milliseconds when other threads keep the
+    process busy, and what comes next (the COMMIT) must follow at once. On a
+    plain socket libc's ``send`` is called with the lock held; it never
+    blocks, and what it could not send goes the usual way.
+    """
+    if _LIBC_SEND is not None and not isinstance(sock, ssl.SSLSocket):
+        sent = _LIBC_SEND(sock.fileno(), data, len(data), _AT_ONCE)
+        if sent == len(data):
+            return
+        data = data[max(sent, 0):]
+    sock.sendall(data)
 
 
 class _ClosedWhileIdle(Exception):
@@ -117,7 +158,7 @@ class SmtpRelay:
     def deliver(
         self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
     ) -> Delivery:
-        """Send ``raw``; ``commit`` is called between the body and the final dot.
+        """Send ``raw``; ``commit`` is called after the body, and writes the final dot.
 
         Refusals of the session (greeting, EHLO, STARTTLS, AUTH) are temporary
         whatever their code: they say nothing about this mail, and a wrong
@@ -200,7 +241,7 @@ class SmtpRelay:
                 self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
             )
         try:
-            # The final dot goes out alone, after the commit point; with Nagle's
+            # The final dot goes out alone, after the row is marked; with Nagle's
             # algorithm it would wait for the ACK of the body, which the relay
             # delays (40 ms on Linux): a stall per mail.
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -242,10 +283,12 @@ class SmtpRelay:
         if code != 354:
             return _reply(code, text)
         smtp.send(_data_payload(raw))
-        if not commit():
+        sock = smtp.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("connection closed during DATA")
+        if not commit(lambda: _send_now(sock, b".\r\n")):
             smtp.close()  # drop the transaction: without the final dot nothing is sent
             return Delivery("aborted", "row no longer held by this sender")
-        smtp.send(b".\r\n")
         code, text = smtp.getreply()
         if code != 250:
             return _reply(code, text)
@@ -268,8 +311,10 @@ class EmlFolder:
     """Embedded mode without a relay: each mail becomes an ``.eml`` file, logged.
 
     The file is written and synced under a temporary name and renamed into
-    place after the commit, so the folder never holds a half-written mail
-    nor a mail the database does not count as sent.
+    place right before the commit, so the folder never holds a half-written
+    mail. A process killed between the rename and the commit leaves the row
+    to be sent again, and that send writes the same file (named after the
+    Message-ID): the folder still holds the mail once.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -284,15 +329,15 @@ class EmlFolder:
         temporary: str | None = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+            handle, written = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+            temporary = written
             with os.fdopen(handle, "wb") as file:
                 file.write(raw)
                 file.flush()
                 os.fsync(file.fileno())
-            if not commit():
-                return Delivery("aborted", "row no longer held by this sender")
             path = self.folder / self._name(raw)
-            os.replace(temporary, path)
+            if not commit(lambda: os.replace(written, path)):
+                return Delivery("aborted", "row no longer held by this sender")
         except OSError as error:
             return Delivery("temporary", f"cannot write to {self.folder}: {error}")
         finally:

@@ -1,5 +1,6 @@
 """Database connections over a real PostgreSQL: a pooled connection cut while idle
-is replaced before use, and reads outside a transaction see committed rows."""
+is replaced before use, reads outside a transaction see committed rows, and a
+commit that must follow a step at once does, or fails loudly."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.database import _PingWhenIdle, make_engine, make_sessionmaker, reading, transaction
+from gateway.database import (
+    _PingWhenIdle,
+    commit_right_after,
+    make_engine,
+    make_sessionmaker,
+    reading,
+    transaction,
+)
 from tests.proxy import TcpProxy
 
 
@@ -125,3 +133,65 @@ def test_sqlite_writer_after_a_read_still_queues(sqlite_sessions):
         connection.scalar(text("select 1"))
     with transaction(sqlite_sessions) as session:
         assert session.connection().info.get("holds_writer_lock") is True
+
+
+# --- a commit right after a step ----------------------------------------------------------
+
+
+def make_table(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:
+        session.execute(text("create table t (n int)"))
+
+
+def committed(sessions: sessionmaker[Session]) -> list[int]:
+    with reading(sessions) as connection:
+        return list(connection.scalars(text("select n from t order by n")))
+
+
+@pytest.mark.parametrize("database", ["pg_sessions", "sqlite_sessions"])
+def test_commit_right_after_runs_the_step_then_commits(database, request):
+    sessions = request.getfixturevalue(database)
+    make_table(sessions)
+    seen_by_the_step: list[list[int]] = []
+    with sessions() as session:
+        session.execute(text("insert into t values (1)"))
+        commit_right_after(session, lambda: seen_by_the_step.append(committed(sessions)))
+    # The step ran while the change was not yet committed; then it was.
+    assert seen_by_the_step == [[]]
+    assert committed(sessions) == [1]
+    # And the pooled connection carries on with ordinary transactions.
+    with transaction(sessions) as session:
+        session.execute(text("insert into t values (2)"))
+    assert committed(sessions) == [1, 2]
+
+
+@pytest.mark.parametrize("database", ["pg_sessions", "sqlite_sessions"])
+def test_nothing_is_committed_when_the_step_fails(database, request):
+    sessions = request.getfixturevalue(database)
+    make_table(sessions)
+
+    def step() -> None:
+        raise OSError("the relay went away")
+
+    with pytest.raises(OSError), sessions() as session:
+        session.execute(text("insert into t values (1)"))
+        commit_right_after(session, step)
+    assert committed(sessions) == []
+
+
+def test_a_commit_lost_after_the_step_is_an_error_and_the_pool_recovers(proxied):
+    engine, proxy = proxied
+    sessions = make_sessionmaker(engine)
+    make_table(sessions)
+    # Given the database's link is cut just as the step is done
+    with pytest.raises(OperationalError) as raised, sessions() as session:
+        session.execute(text("insert into t values (1)"))
+        commit_right_after(session, proxy.cut)
+    # Then the caller hears the commit failed; the server never got it
+    assert raised.value.statement == "COMMIT"
+    proxy.restore()
+    assert committed(sessions) == []
+    # And the pool serves sound connections again
+    with transaction(sessions) as session:
+        session.execute(text("insert into t values (2)"))
+    assert committed(sessions) == [2]

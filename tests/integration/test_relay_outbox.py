@@ -7,6 +7,7 @@ A real aiosmtpd sink listens on loopback; the outbox lives in SQLite in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,14 +17,17 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import outbox
 from gateway.compose import Identity, build_mail
-from gateway.database import make_engine, make_sessionmaker, transaction, upgrade
-from gateway.models import OutboxRow, OutboxStatus
+from gateway.database import make_engine, make_sessionmaker, reading, transaction, upgrade
+from gateway.models import OUTBOX, OutboxRow, OutboxStatus
 from gateway.outbox import add_to_outbox, retry_delay, send_one
 from gateway.recovery import sweep
-from gateway.relay import CommitPoint, Delivery, EmlFolder, SmtpRelay, Transport
+from gateway.relay import CommitPoint, Delivery, EmlFolder, SmtpRelay, Transport, _send_now
 from tests.conftest import Sink, free_port
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -97,9 +101,9 @@ class Interrupting:
 
     def deliver(self, sender: str, recipients: Sequence[str], raw: bytes,
                 commit: CommitPoint) -> Delivery:
-        def interrupted() -> bool:
+        def interrupted(release) -> bool:
             self.before_commit()
-            return commit()
+            return commit(release)
 
         return self.inner.deliver(sender, recipients, raw, interrupted)
 
@@ -223,7 +227,7 @@ def test_commit_refused_delivers_nothing(sink):
     relay = relay_to(sink)
     # When the relay delivers with it
     delivery = relay.deliver("support@example.com", [CUSTOMER], b"Subject: x\r\n\r\nx\r\n",
-                             lambda: False)
+                             lambda release: False)
     # Then the transaction is dropped before the final dot: nothing arrives
     assert delivery == Delivery("aborted", "row no longer held by this sender")
     assert sink.messages == []
@@ -274,6 +278,106 @@ def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(ses
     assert len(sink.messages) == 1
     assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=2)) == (None, None)
     assert len(sink.messages) == 1
+
+
+# --- the final dot and the commit -------------------------------------------------------------
+
+
+class Observing:
+    """A real transport whose commit point notes what the world looks like the
+    moment the mail has been let go, before "sent" is committed."""
+
+    def __init__(self, inner: Transport, look) -> None:
+        self.inner = inner
+        self.look = look
+
+    def deliver(self, sender: str, recipients: Sequence[str], raw: bytes,
+                commit: CommitPoint) -> Delivery:
+        def observed(release) -> bool:
+            def step() -> None:
+                release()
+                self.look()
+
+            return commit(step)
+
+        return self.inner.deliver(sender, recipients, raw, observed)
+
+
+def test_final_dot_goes_out_just_before_sent_is_committed(sessions, sink):
+    outbox_id = queue(sessions)
+    seen: list[tuple[int, OutboxStatus]] = []
+
+    def look() -> None:  # a reader beside the sender, which holds the writer's place
+        with reading(sessions) as connection:
+            status = connection.scalar(select(OUTBOX.c.status).where(OUTBOX.c.id == outbox_id))
+        seen.append((len(sink.wait_for(1, timeout=5)), status))
+
+    delivery, _ = send(sessions, Observing(relay_to(sink), look), outbox_id)
+    # When the dot had gone, the relay had the mail and the row was not yet sent;
+    # a kill there is the one moment that would send it twice.
+    assert seen == [(1, OutboxStatus.SENDING)]
+    assert delivery is not None and delivery.outcome == "sent"
+    assert row(sessions, outbox_id).status == OutboxStatus.SENT
+    assert len(sink.messages) == 1
+
+
+def test_commit_lost_after_the_dot_is_logged_and_the_row_goes_again(
+    sessions, sink, monkeypatch, caplog
+):
+    # Given a database that fails to commit just after the dot went out
+    outbox_id = queue(sessions)
+
+    def lost(session, step) -> None:
+        step()
+        raise OperationalError("COMMIT", None, Exception("server closed the connection"))
+
+    monkeypatch.setattr(outbox, "commit_right_after", lost)
+    # When the row is sent, the failure reaches the caller (the actor is retried)
+    with pytest.raises(OperationalError):
+        send(sessions, relay_to(sink), outbox_id)
+    # Then the relay has the mail, the row is still held, and the log says why it may repeat
+    assert len(sink.wait_for(1, timeout=5)) == 1
+    assert row(sessions, outbox_id).status == OutboxStatus.SENDING
+    assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded" in caplog.text
+    # And once recovered it goes again: at least once, never lost
+    monkeypatch.undo()
+    sweep(sessions, Recorder(), T0 + timedelta(seconds=1), timedelta(0))
+    again, _ = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
+    assert again is not None and again.outcome == "sent"
+    assert len(sink.wait_for(2, timeout=5)) == 2
+
+
+def test_send_now_sends_everything():
+    left, right = socket.socketpair()
+    with left, right:
+        left.settimeout(5)
+        _send_now(left, b".\r\n")
+        assert right.recv(16) == b".\r\n"
+
+
+def test_send_now_waits_its_turn_when_the_socket_is_full():
+    # Given a socket whose send buffer is full (a relay slow to read the body)
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        filled = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filled += left.send(b"x" * 65536)
+        left.settimeout(5)
+        received = bytearray()
+
+        def drain() -> None:
+            while len(received) < filled + 3:
+                received.extend(right.recv(1 << 20))
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        # When the dot is sent, it still goes, once the peer reads
+        _send_now(left, b".\r\n")
+        reader.join(timeout=10)
+        assert bytes(received[-3:]) == b".\r\n"
+        assert len(received) == filled + 3
 
 
 # --- refusals and retries --------------------------------------------------------------------
@@ -429,7 +533,7 @@ def test_eml_folder_writes_the_complete_mail(sessions, tmp_path):
 
 def test_eml_folder_writes_nothing_when_the_commit_is_refused(tmp_path):
     folder = tmp_path / "outbox"
-    delivery = EmlFolder(folder).deliver("s@x.example", [CUSTOMER], b"x", lambda: False)
+    delivery = EmlFolder(folder).deliver("s@x.example", [CUSTOMER], b"x", lambda release: False)
     assert delivery.outcome == "aborted"
     assert list(folder.iterdir()) == []
 
