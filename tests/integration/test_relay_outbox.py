@@ -89,21 +89,30 @@ class Recorder:
 
 
 class Interrupting:
-    """A real transport whose commit point first lets something happen to the row.
+    """A real transport whose commit point lets something happen around the commit.
 
-    ``before_commit`` runs between the DATA body and the commit, where a crash or
-    a competing sender would strike; it may raise to simulate the process dying.
+    ``before_commit`` runs between the DATA body and the commit point, where a
+    crash or a competing sender would strike; it may raise to simulate the
+    process dying. ``after_release`` runs once the mail has been let go (the
+    final dot), before "sent" is committed.
     """
 
-    def __init__(self, inner: Transport, before_commit) -> None:
+    def __init__(self, inner: Transport, before_commit=lambda: None,
+                 after_release=lambda: None) -> None:
         self.inner = inner
         self.before_commit = before_commit
+        self.after_release = after_release
 
     def deliver(self, sender: str, recipients: Sequence[str], raw: bytes,
                 commit: CommitPoint) -> Delivery:
         def interrupted(release) -> bool:
             self.before_commit()
-            return commit(release)
+
+            def step() -> None:
+                release()
+                self.after_release()
+
+            return commit(step)
 
         return self.inner.deliver(sender, recipients, raw, interrupted)
 
@@ -283,26 +292,6 @@ def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(ses
 # --- the final dot and the commit -------------------------------------------------------------
 
 
-class Observing:
-    """A real transport whose commit point notes what the world looks like the
-    moment the mail has been let go, before "sent" is committed."""
-
-    def __init__(self, inner: Transport, look) -> None:
-        self.inner = inner
-        self.look = look
-
-    def deliver(self, sender: str, recipients: Sequence[str], raw: bytes,
-                commit: CommitPoint) -> Delivery:
-        def observed(release) -> bool:
-            def step() -> None:
-                release()
-                self.look()
-
-            return commit(step)
-
-        return self.inner.deliver(sender, recipients, raw, observed)
-
-
 def test_final_dot_goes_out_just_before_sent_is_committed(sessions, sink):
     outbox_id = queue(sessions)
     seen: list[tuple[int, OutboxStatus]] = []
@@ -312,7 +301,7 @@ def test_final_dot_goes_out_just_before_sent_is_committed(sessions, sink):
             status = connection.scalar(select(OUTBOX.c.status).where(OUTBOX.c.id == outbox_id))
         seen.append((len(sink.wait_for(1, timeout=5)), status))
 
-    delivery, _ = send(sessions, Observing(relay_to(sink), look), outbox_id)
+    delivery, _ = send(sessions, Interrupting(relay_to(sink), after_release=look), outbox_id)
     # When the dot had gone, the relay had the mail and the row was not yet sent;
     # a kill there is the one moment that would send it twice.
     assert seen == [(1, OutboxStatus.SENDING)]
