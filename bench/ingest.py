@@ -232,6 +232,24 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def machine_cpu() -> tuple[float, float] | None:
+    """Seconds of CPU the whole machine has spent busy, and stolen by its host, so far.
+
+    Busy CPU per mail, unlike mails per second, hardly moves when the
+    machine's host is loaded by others: it is what to compare between two
+    versions of the gateway. ``None`` where there is no ``/proc/stat``.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(value) for value in fields]
+    per_second = os.sysconf("SC_CLK_TCK")
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]  # user nice system irq softirq
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return busy / per_second, steal / per_second
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -256,8 +274,10 @@ def run_gateway(args: argparse.Namespace) -> float:
                 sink.done.wait(timeout=args.timeout)
             sender = Sender(smtp_port, args.number, args.connections, args.rate)
             sink.expect(sender.ids)
+            cpu_before = machine_cpu()
             started, sent = sender.run()
             finished = sink.done.wait(timeout=args.timeout)
+            cpu_after = machine_cpu()
             arrived = {mid: sink.arrived[mid] for mid in sender.ids if mid in sink.arrived}
             ended = max(arrived.values(), default=sent)
         finally:
@@ -276,6 +296,10 @@ def run_gateway(args: argparse.Namespace) -> float:
     if latencies:
         print(f"  250 -> ack:    p50 {1000 * statistics.median(latencies):7.1f} ms   "
               f"p99 {1000 * percentile(latencies, 0.99):7.1f} ms")
+    if cpu_before and cpu_after and arrived:
+        busy, steal = (1000 * (cpu_after[i] - cpu_before[i]) for i in (0, 1))
+        print(f"  machine CPU:   {busy / len(arrived):8.1f} ms per mail, all processes "
+              f"(bench included); {steal / len(arrived):.1f} ms stolen by the host")
     return len(arrived) / (ended - started)
 
 
