@@ -11,7 +11,8 @@
 7. open a case (``gateway.decide``), its first thread entry and events, and
    the acknowledgement in the outbox — all or nothing.
 
-The caller enqueues the outbox ids returned, after the commit.
+The caller sends the outbox rows returned, after the commit
+(``workers.actors``).
 
 Every mail runs this once, so its statements are plain SQL (SQLAlchemy
 Core) built once at import with bound parameters: building a statement

@@ -1,5 +1,12 @@
 """The actors: thin. Each takes an id, calls the gateway, and hands on what follows.
 
+Processing a mail also sends the acknowledgement it queued, at once, in the
+same call: the row is committed before, so a process that dies meanwhile
+leaves it to the recovery sweep, and handing it to the sending queue
+instead would cost a broker round trip and a wait for every mail. The
+sending actor is for retries, recovered rows, and the moments when the
+relay has just failed (``RelayTrouble``).
+
 They are declared on a given broker with a given runtime (not at import
 time), so that one process can build them for its own settings and tests
 can build them for theirs.
@@ -8,6 +15,9 @@ can build them for theirs.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -47,22 +57,59 @@ class DramatiqDispatcher:
             self.actors.send_outbox.send(outbox_id)
 
 
+class RelayTrouble:
+    """Whether the relay failed a moment ago, so that processing should not wait on it.
+
+    A relay that is down, or that swallows connections until the timeout,
+    would hold every processing thread for as long as it takes to fail; for
+    ``HOLD_SECONDS`` after a failure, processing queues acknowledgements for
+    the sending actor instead, and goes on opening cases.
+    """
+
+    HOLD_SECONDS = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until = float("-inf")
+        self._lock = threading.Lock()
+
+    def now(self) -> bool:
+        return self._clock() < self._until
+
+    def seen(self) -> None:
+        with self._lock:
+            self._until = self._clock() + self.HOLD_SECONDS
+
+
 def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
     """Declare the actors on ``broker`` for ``runtime``; returns their dispatcher."""
     dispatcher: DramatiqDispatcher
+    trouble = RelayTrouble()
+
+    def deliver(outbox_id: int) -> None:
+        delivery, delay = send_one(
+            runtime.sessions, runtime.transport, outbox_id, utcnow(),
+            max_attempts=runtime.settings.relay.max_attempts,
+        )
+        if delivery is not None and delivery.outcome == "temporary":
+            trouble.seen()
+        if delay is not None:
+            dispatcher.send(outbox_id, delay)
 
     def process(inbound_id: int) -> None:
         outcome = process_inbound(runtime.pipeline, inbound_id, utcnow())
         for outbox_id in outcome.outbox_ids:
-            dispatcher.send(outbox_id)
+            if trouble.now():
+                dispatcher.send(outbox_id)
+                continue
+            try:
+                deliver(outbox_id)
+            except Exception:  # the case is committed: the mail is the sending actor's now
+                log.exception("outbox %s: sending with its case failed; queued", outbox_id)
+                dispatcher.send(outbox_id)
 
     def send(outbox_id: int) -> None:
-        _, delay = send_one(
-            runtime.sessions, runtime.transport, outbox_id, utcnow(),
-            max_attempts=runtime.settings.relay.max_attempts,
-        )
-        if delay is not None:
-            dispatcher.send(outbox_id, delay)
+        deliver(outbox_id)
 
     actors = Actors(
         process_inbound=dramatiq.actor(

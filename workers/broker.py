@@ -18,8 +18,8 @@ class PromptRedisBroker(RedisBroker):
 
     An idle Dramatiq consumer backs off up to its worker's timeout (a second
     by default, and the ``dramatiq`` command sets no other) before polling
-    again. A mail's two steps, processing and sending, run on two queues, so
-    at a moderate rate each could wait that second: the acknowledgement's
+    again. At a moderate rate each mail could wait that second before it is
+    processed (and a retried acknowledgement before it is sent): the
     latency would be the backoff, not the work. Polling an empty Redis list
     every 50 ms costs nothing worth saving.
     """

@@ -1,0 +1,103 @@
+"""The actors over a real SMTP relay: processing sends the acknowledgement it
+queued at once, and hands it to the sending queue while the relay is failing.
+
+The broker is Dramatiq's in-memory one, so what each actor handed on can be
+read off its queues; the actors are called directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
+
+from gateway.clock import utcnow
+from gateway.database import upgrade
+from gateway.inbound import accept
+from gateway.models import OutboxRow, OutboxStatus
+from gateway.runtime import Runtime, build_runtime
+from tests.conftest import Sink, free_port, mail, make_settings
+from workers.actors import OUTBOX_QUEUE, DramatiqDispatcher, RelayTrouble, declare
+
+
+@pytest.fixture
+def broker() -> Iterator[StubBroker]:
+    stub = StubBroker()
+    stub.emit_after("process_boot")
+    yield stub
+    stub.close()
+
+
+def runtime_for(tmp_path, host: str, port: int) -> Runtime:
+    runtime = build_runtime(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=host, HELPDESK_RELAY_PORT=str(port),
+    ))
+    upgrade(runtime.engine)
+    return runtime
+
+
+def arrive(runtime: Runtime, subject: str) -> int:
+    return accept(runtime.sessions, mail(subject), source="smtp",
+                  sender="alice@customer.example", recipients=["support@example.com"],
+                  now=utcnow())
+
+
+def queued(broker: StubBroker, queue_name: str) -> list[int]:
+    """The outbox ids waiting on ``queue_name``."""
+    waiting = list(broker.queues[queue_name].queue) if queue_name in broker.queues else []
+    return [dramatiq.Message.decode(data).args[0] for data in waiting]
+
+
+def outbox(runtime: Runtime) -> list[OutboxRow]:
+    with runtime.sessions() as session:
+        return list(session.query(OutboxRow).order_by(OutboxRow.id))
+
+
+def test_processing_sends_the_acknowledgement_itself(tmp_path, broker, sink: Sink):
+    runtime = runtime_for(tmp_path, sink.host, sink.port)
+    try:
+        dispatch: DramatiqDispatcher = declare(broker, runtime)
+        # When a stored mail is processed
+        dispatch.actors.process_inbound(arrive(runtime, "[P1] Database down"))
+        # Then its acknowledgement is at the relay and sent, and nothing waits on a queue
+        assert len(sink.wait_for(1, timeout=5)) == 1
+        [row] = outbox(runtime)
+        assert (row.status, row.attempts) == (OutboxStatus.SENT, 1)
+        assert queued(broker, OUTBOX_QUEUE) == []
+    finally:
+        runtime.close()
+
+
+def test_processing_leaves_the_relay_alone_for_a_while_after_it_failed(tmp_path, broker):
+    # Given a relay that refuses connections
+    runtime = runtime_for(tmp_path, "127.0.0.1", free_port())
+    try:
+        dispatch = declare(broker, runtime)
+        first, second = arrive(runtime, "[P2] One"), arrive(runtime, "[P2] Two")
+        # When the first mail is processed, its acknowledgement is tried and retried later
+        dispatch.actors.process_inbound(first)
+        # And the second, moments later, opens its case without trying the relay:
+        # its acknowledgement goes to the sending queue as it is
+        dispatch.actors.process_inbound(second)
+        tried, untried = outbox(runtime)
+        assert (tried.status, tried.attempts) == (OutboxStatus.PENDING, 1)
+        assert "relay 127.0.0.1" in (tried.last_error or "")
+        assert queued(broker, dq_name(OUTBOX_QUEUE)) == [tried.id]
+        assert (untried.status, untried.attempts) == (OutboxStatus.PENDING, 0)
+        assert queued(broker, OUTBOX_QUEUE) == [untried.id]
+    finally:
+        runtime.close()
+
+
+def test_relay_trouble_is_forgotten_after_the_hold():
+    clock = [100.0]
+    trouble = RelayTrouble(clock=lambda: clock[0])
+    assert not trouble.now()
+    trouble.seen()
+    clock[0] += RelayTrouble.HOLD_SECONDS - 0.1
+    assert trouble.now()
+    clock[0] += 0.2
+    assert not trouble.now()
