@@ -162,6 +162,8 @@ class OutboxRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     sender: Mapped[str] = mapped_column(Text)
     recipients: Mapped[list[str]] = mapped_column(JSON)
+    recipient_key: Mapped[str | None] = mapped_column(String(320))
+    """The first recipient, lower-cased: what automatic mail to one address is counted by."""
     message_id: Mapped[str] = mapped_column(Text)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
@@ -174,7 +176,10 @@ class OutboxRow(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        Index("ix_outbox_recipient_created", "recipient_key", "created_at"),
+    )
 
 
 def _table(model: type[Base]) -> Table:

@@ -64,7 +64,9 @@ def add_to_outbox(
     returns its id."""
     result = connection.execute(_INSERT, {
         "key": key, "kind": kind, "case_id": case_id, "sender": mail.sender,
-        "recipients": list(mail.recipients), "message_id": mail.message_id, "raw": mail.raw,
+        "recipients": list(mail.recipients),
+        "recipient_key": mail.recipients[0].lower() if mail.recipients else None,
+        "message_id": mail.message_id, "raw": mail.raw,
         "status": OutboxStatus.PENDING, "attempts": 0, "created_at": now,
         "next_attempt_at": now,
     })
