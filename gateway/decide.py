@@ -8,8 +8,9 @@ return.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from gateway.classify import Verdict
 from gateway.mail import ParsedMail
@@ -51,6 +52,33 @@ def decide_new_case(
         acknowledge=not verdict.automatic,
         withheld=verdict.reason if verdict.automatic else None,
     )
+
+
+@dataclass(frozen=True)
+class ReplyLimit:
+    """At most ``most`` automatic mails to one address in any ``window``."""
+
+    most: int
+    window: timedelta
+    name: str
+    """The window in words, for the reason recorded when a mail is withheld."""
+
+
+def reply_limit_reached(
+    earlier: Sequence[datetime], now: datetime, limits: Iterable[ReplyLimit]
+) -> str | None:
+    """Why one more automatic mail to an address must not go, given when the
+    earlier ones to it were queued; ``None`` when it may go.
+
+    A robot that answers every mail without saying it is automatic (no
+    ``Auto-Submitted``, no ``Precedence``) passes every header rule; only
+    counting what it has been sent stops the loop.
+    """
+    for limit in limits:
+        if limit.most and sum(1 for at in earlier if at > now - limit.window) >= limit.most:
+            return (f"rate limit: {limit.most} automatic mails to this address "
+                    f"in {limit.name} already")
+    return None
 
 
 def _applicable_cap(caps: Iterable[Cap], subject: str, level: int) -> Cap | None:

@@ -38,10 +38,17 @@ from gateway.classify import Envelope, Verdict, classify
 from gateway.compose import Identity, Renderer, build_mail
 from gateway.database import reading, transaction
 from gateway.deadlines import due_at
-from gateway.decide import NewCase, belongs_to_case, decide_new_case, marker_note
+from gateway.decide import (
+    NewCase,
+    ReplyLimit,
+    belongs_to_case,
+    decide_new_case,
+    marker_note,
+    reply_limit_reached,
+)
 from gateway.mail import ParsedMail, parse_message
 from gateway.markers import Vocabulary
-from gateway.models import CASES, EVENTS, INBOUND, THREAD, InboundStatus
+from gateway.models import CASES, EVENTS, INBOUND, OUTBOX, THREAD, InboundStatus
 from gateway.outbox import add_to_outbox
 from gateway.policy.model import Policy
 from gateway.policy.table import describe_target
@@ -59,6 +66,7 @@ class PipelineContext:
     identity: Identity
     number_format: str
     own_addresses: frozenset[str]
+    reply_limits: tuple[ReplyLimit, ...]
     vocabulary: Vocabulary = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +126,12 @@ _CASE_BY_REPLY = (
 _KNOWN_IN_CASE = select(THREAD.c.message_id).where(
     THREAD.c.case_id == bindparam("case_id"),
     THREAD.c.message_id.in_(bindparam("replied", expanding=True)),
+)
+_QUEUED_TO = (
+    select(OUTBOX.c.created_at)
+    .where(OUTBOX.c.recipient_key == bindparam("address"), OUTBOX.c.created_at > bindparam("since"))
+    .order_by(OUTBOX.c.created_at.desc())
+    .limit(bindparam("most"))
 )
 _INSERT_CASE = insert(CASES)
 _UPDATE_CASE = update(CASES).where(CASES.c.id == bindparam("case_id"))
@@ -249,7 +263,12 @@ def _open_case(
     thread = [_thread_in(case_id, inbound_id, row, mail, dedup_key, now)]
     events = [_event(case_id, now, "opened", _opened_data(decision))]
     outbox_ids: tuple[int, ...] = ()
+    withheld = decision.withheld
     if decision.acknowledge and mail.sender:
+        withheld = _over_reply_limit(context, connection, mail.sender, now)
+        if withheld:
+            log.warning("case %s: no acknowledgement to %s: %s", number, mail.sender, withheld)
+    if decision.acknowledge and mail.sender and withheld is None:
         outbox_id, thread_out, queued = _acknowledge(
             context, connection, case_id, number, decision, mail, now
         )
@@ -258,11 +277,25 @@ def _open_case(
         events.append(queued)
     else:
         events.append(_event(case_id, now, "acknowledgement_withheld", {
-            "reason": decision.withheld or "no usable sender address",
+            "reason": withheld or "no usable sender address",
         }))
     connection.execute(_INSERT_THREAD, thread)
     connection.execute(_INSERT_EVENTS, events)
     return _finish(connection, inbound_id, InboundStatus.PROCESSED, now, None, case_id, outbox_ids)
+
+
+def _over_reply_limit(
+    context: PipelineContext, connection: Connection, address: str, now: datetime
+) -> str | None:
+    """Why no more automatic mail may go to ``address`` now, if so (``reply_limit_reached``)."""
+    limits = [limit for limit in context.reply_limits if limit.most]
+    if not limits:
+        return None
+    earlier = connection.scalars(_QUEUED_TO, {
+        "address": address.lower(), "since": now - max(limit.window for limit in limits),
+        "most": max(limit.most for limit in limits),
+    }).all()
+    return reply_limit_reached(earlier, now, limits)
 
 
 def _opened_data(decision: NewCase) -> dict[str, Any]:

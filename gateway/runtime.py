@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Identity, Renderer
 from gateway.database import make_engine, make_sessionmaker
+from gateway.decide import ReplyLimit
 from gateway.pipeline import PipelineContext
 from gateway.policy.loader import load_named
 from gateway.relay import EmlFolder, SmtpRelay, Transport
@@ -71,5 +73,9 @@ def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
         identity=identity,
         number_format=settings.cases.number_format,
         own_addresses=frozenset({*settings.support.addresses, settings.sender_address.lower()}),
+        reply_limits=(
+            ReplyLimit(settings.auto_replies.per_10_minutes, timedelta(minutes=10), "10 minutes"),
+            ReplyLimit(settings.auto_replies.per_10_hours, timedelta(hours=10), "10 hours"),
+        ),
     )
     return Runtime(settings, engine, sessions, pipeline, make_transport(settings))

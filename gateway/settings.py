@@ -126,6 +126,15 @@ class RecoverySettings(_Section):
     """Seconds after which queued work that has not finished is enqueued again."""
 
 
+class AutoRepliesSettings(_Section):
+    """Automatic mail to one address over two sliding windows, against mail loops
+    that no header gives away. Beyond either, a case still opens, without an
+    acknowledgement (and an event says why). Zero turns a window off."""
+
+    per_10_minutes: int = Field(default=10, ge=0)
+    per_10_hours: int = Field(default=100, ge=0)
+
+
 class CasesSettings(_Section):
     number_format: str = "HD-{seq:06d}"
     """Python format with ``{seq}`` (required) and optionally ``{year}``."""
@@ -154,6 +163,7 @@ class Settings(_Section):
     relay: RelaySettings = RelaySettings()
     recovery: RecoverySettings = RecoverySettings()
     cases: CasesSettings = CasesSettings()
+    auto_replies: AutoRepliesSettings = AutoRepliesSettings()
 
     source: str = Field(default="defaults", exclude=True)
     """Where the settings came from, for messages."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import func, select
@@ -21,11 +22,11 @@ from gateway.service import Embedded
 from tests.conftest import Sink, mail, make_settings
 
 
-@pytest.fixture
-def gateway(tmp_path, sink: Sink) -> Iterator[Embedded]:
+@contextmanager
+def embedded(tmp_path, sink: Sink, **env: str) -> Iterator[Embedded]:
+    """A running embedded gateway that relays to ``sink``; ``env``: more settings."""
     settings = make_settings(
-        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
-        HELPDESK_POLICY="lumenvox",
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port), **env
     )
     running = Embedded(settings)
     running.start()
@@ -33,6 +34,12 @@ def gateway(tmp_path, sink: Sink) -> Iterator[Embedded]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path, sink: Sink) -> Iterator[Embedded]:
+    with embedded(tmp_path, sink, HELPDESK_POLICY="lumenvox") as running:
+        yield running
 
 
 def send(gateway: Embedded, raw: bytes, to: str = "support@example.com",
@@ -157,3 +164,31 @@ def test_reply_in_the_thread_joins_its_case_and_a_forged_tag_does_not(gateway, s
         ))
     assert kinds == ["opened", "acknowledgement_queued", "mail_received"]
     assert directions == ["in", "out", "in"]
+
+
+def test_automatic_replies_to_one_address_stop_at_the_limit(tmp_path, sink):
+    # Given a limit of two acknowledgements per address in ten minutes
+    with embedded(tmp_path, sink, HELPDESK_AUTO_REPLIES_PER_10_MINUTES="2") as running:
+        # When a robot that marks nothing as automatic writes three times, then a person once
+        for n in range(3):
+            send(running, mail(f"Re: Your request {n}", sender="robot@customer.example"),
+                 sender="robot@customer.example")
+        send(running, mail("[P2] Slow recognition", sender="bob@customer.example"),
+             sender="bob@customer.example")
+        rows = wait_until_processed(running)
+        sink.wait_for(3)
+        sink.settle(quiet=1.0)
+        with running.runtime.sessions() as session:
+            withheld = list(session.scalars(
+                select(CaseEvent).where(CaseEvent.kind == "acknowledgement_withheld")
+            ))
+    # Then every mail opened a case, the robot got two acknowledgements, the person one
+    assert [row.status for row in rows] == [InboundStatus.PROCESSED] * 4
+    assert sorted(m.recipients[0] for m in sink.messages) == [
+        "bob@customer.example", "robot@customer.example", "robot@customer.example",
+    ]
+    # And the robot's third case says why it got none
+    [event] = withheld
+    assert event.data["reason"] == (
+        "rate limit: 2 automatic mails to this address in 10 minutes already"
+    )
