@@ -100,7 +100,9 @@ class FileSink:
 
 def make_mail(message_id: str) -> bytes:
     message = EmailMessage()
-    message["From"] = "Bench Customer <bench@customer.example>"
+    # One customer per mail: a burst from one address would meet the limit on
+    # automatic replies.
+    message["From"] = f"Bench Customer <{message_id.split('@')[0]}@customer.example>"
     message["To"] = "support@example.com"
     message["Subject"] = f"[P2] Recognition slow on node {message_id[-4:]}"
     message["Message-ID"] = f"<{message_id}>"

@@ -76,13 +76,15 @@ class Burst:
     def _run(self, ids: list[str]) -> None:
         smtp: smtplib.SMTP | None = None
         for message_id in ids:
-            raw = mail(f"[P2] burst {message_id}", message_id=message_id)
+            # One customer each: a burst from one address would meet the reply limit.
+            customer = f"{message_id}@customer.example"
+            raw = mail(f"[P2] burst {message_id}", message_id=message_id, sender=customer)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 try:
                     if smtp is None:
                         smtp = self.deployment.client()
-                    smtp.sendmail("alice@customer.example", ["support@example.com"], raw)
+                    smtp.sendmail(customer, ["support@example.com"], raw)
                     with self.lock:
                         self.accepted.add(message_id)
                         self.sent += 1
