@@ -15,7 +15,6 @@ can build them for theirs.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,15 +69,13 @@ class RelayTrouble:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._until = float("-inf")
-        self._lock = threading.Lock()
+        self._until = float("-inf")  # one float, replaced whole: no lock needed
 
     def now(self) -> bool:
         return self._clock() < self._until
 
     def seen(self) -> None:
-        with self._lock:
-            self._until = self._clock() + self.HOLD_SECONDS
+        self._until = self._clock() + self.HOLD_SECONDS
 
 
 def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
