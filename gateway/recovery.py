@@ -47,17 +47,12 @@ def sweep(
     """Re-enqueue inbound mail and outbox rows that have waited longer than ``stale_after``.
 
     A claim older than ``stale_after`` belongs to a sender that died before
-    its commit point, so nothing was delivered: the row goes back to pending.
-    With ``stale_after`` zero (a process starting with an empty in-process
-    queue) everything unfinished is handed out.
+    its commit point, so nothing was delivered: the row goes back to pending
+    and is handed out at once. With ``stale_after`` zero (a process starting
+    with an empty in-process queue) everything unfinished is handed out.
     """
     cutoff = now - stale_after
     with transaction(sessions) as session:
-        reclaimed = session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.status == OutboxStatus.SENDING, OutboxRow.claimed_at <= cutoff)
-            .values(status=OutboxStatus.PENDING, claim=None, next_attempt_at=now)
-        ).rowcount
         inbound = _stale(session, select(InboundMessage.id).where(
             InboundMessage.status == InboundStatus.RECEIVED, InboundMessage.enqueued_at <= cutoff
         ))
@@ -72,11 +67,18 @@ def sweep(
             session.execute(
                 update(OutboxRow).where(OutboxRow.id.in_(outbox)).values(next_attempt_at=now)
             )
+        # After the pending rows were read, so that a released one is handed out once.
+        reclaimed = list(session.scalars(
+            update(OutboxRow)
+            .where(OutboxRow.status == OutboxStatus.SENDING, OutboxRow.claimed_at <= cutoff)
+            .values(status=OutboxStatus.PENDING, claim=None, next_attempt_at=now)
+            .returning(OutboxRow.id)
+        ))
     for inbound_id in inbound:
         dispatch.process(inbound_id)
-    for outbox_id in outbox:
+    for outbox_id in [*reclaimed, *outbox]:
         dispatch.send(outbox_id)
-    report = SweepReport(len(inbound), len(outbox), reclaimed)
+    report = SweepReport(len(inbound), len(outbox), len(reclaimed))
     if report:
         log.info("recovery: %s inbound, %s outbox re-enqueued; %s stale claims released",
                  report.inbound, report.outbox, report.reclaimed)
