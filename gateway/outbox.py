@@ -3,7 +3,10 @@
 A row moves ``pending → sending → sent`` (or ``failed``). Claiming is a
 conditional update, so two senders running for the same row (a broker
 redelivery, a recovery sweep) cannot both send it: the second finds it no
-longer pending and does nothing. See ``gateway.relay`` for how "sent" is
+longer pending and does nothing. A row that its creator means to send at
+once is inserted already claimed (``claim_token``), which spares the claim's
+own transaction; if its creator dies first, the recovery sweep releases the
+stale claim as it does any other. See ``gateway.relay`` for how "sent" is
 committed at the one moment that makes a kill lose nothing and double
 nothing.
 """
@@ -56,25 +59,10 @@ _SETTLE = update(OUTBOX).where(
 """Sets the columns given with the parameters, while the row is still ours."""
 
 
-def add_to_outbox(
-    connection: Connection, *, key: str, kind: str, mail: Outgoing, case_id: int | None,
-    now: datetime,
-) -> int:
-    """A new pending row, in the caller's transaction (so it exists iff the decision does);
-    returns its id."""
-    result = connection.execute(_INSERT, {
-        "key": key, "kind": kind, "case_id": case_id, "sender": mail.sender,
-        "recipients": list(mail.recipients),
-        "recipient_key": mail.recipients[0].lower() if mail.recipients else None,
-        "message_id": mail.message_id, "raw": mail.raw,
-        "status": OutboxStatus.PENDING, "attempts": 0, "created_at": now,
-        "next_attempt_at": now,
-    })
-    return int(result.inserted_primary_key[0])
-
-
 @dataclass(frozen=True)
 class Claimed:
+    """A row held for sending by whoever has this value: send it, or ``release`` it."""
+
     id: int
     claim: str
     sender: str
@@ -83,13 +71,41 @@ class Claimed:
     attempts: int
 
 
+def claim_token() -> str:
+    return secrets.token_hex(8)
+
+
+def add_to_outbox(
+    connection: Connection, *, key: str, kind: str, mail: Outgoing, case_id: int | None,
+    now: datetime, claim: str | None = None,
+) -> int:
+    """A new row, in the caller's transaction (so it exists iff the decision does);
+    returns its id. Pending, or with ``claim`` already held by the caller (see
+    ``claimed_row``)."""
+    result = connection.execute(_INSERT, {
+        "key": key, "kind": kind, "case_id": case_id, "sender": mail.sender,
+        "recipients": list(mail.recipients),
+        "recipient_key": mail.recipients[0].lower() if mail.recipients else None,
+        "message_id": mail.message_id, "raw": mail.raw,
+        "status": OutboxStatus.SENDING if claim else OutboxStatus.PENDING,
+        "attempts": 1 if claim else 0, "claim": claim, "claimed_at": now if claim else None,
+        "created_at": now, "next_attempt_at": now,
+    })
+    return int(result.inserted_primary_key[0])
+
+
+def claimed_row(outbox_id: int, token: str, mail: Outgoing) -> Claimed:
+    """What the caller holds after ``add_to_outbox(…, claim=token)`` has committed."""
+    return Claimed(outbox_id, token, mail.sender, tuple(mail.recipients), mail.raw, 1)
+
+
 def claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> Claimed | None:
     """Take the row for sending, or ``None`` if it is not due or someone else has it.
 
     One conditional ``UPDATE … RETURNING``: the row is taken and read in a
     single statement, so two claimants cannot both see it pending.
     """
-    token = secrets.token_hex(8)
+    token = claim_token()
     with transaction(sessions) as session:
         taken = session.connection().execute(
             _CLAIM, {"outbox_id": outbox_id, "token": token, "now": now}
@@ -132,7 +148,26 @@ def send_one(
     claimed = claim(sessions, outbox_id, now)
     if claimed is None:
         return None, None
+    return send_claimed(sessions, transport, claimed, now, max_attempts=max_attempts)
 
+
+def release(sessions: sessionmaker[Session], claimed: Claimed, now: datetime) -> bool:
+    """Give back a row that was claimed but not sent, as pending and due now, without
+    counting the attempt; False if it was no longer ours."""
+    return _settle(sessions, claimed, status=OutboxStatus.PENDING, claim=None,
+                   attempts=claimed.attempts - 1, next_attempt_at=now)
+
+
+def send_claimed(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    claimed: Claimed,
+    now: datetime,
+    *,
+    max_attempts: int,
+) -> tuple[Delivery | None, timedelta | None]:
+    """``send_one`` for a row the caller already holds."""
+    outbox_id = claimed.id
     released = False
 
     def commit_sent(release: Callable[[], None]) -> bool:

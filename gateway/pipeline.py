@@ -12,7 +12,8 @@
    the acknowledgement in the outbox — all or nothing.
 
 The caller sends the outbox rows returned, after the commit
-(``workers.actors``).
+(``workers.actors``). Asked to (``claim_outbox``), the pipeline creates them
+already claimed for the caller, which then sends or releases them.
 
 Every mail runs this once, so its statements are plain SQL (SQLAlchemy
 Core) built once at import with bound parameters: building a statement
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.casenumber import find_case_number, format_number, subject_tag
 from gateway.classify import Envelope, Verdict, classify
-from gateway.compose import Identity, Renderer, build_mail
+from gateway.compose import Identity, Outgoing, Renderer, build_mail
 from gateway.database import reading, transaction
 from gateway.deadlines import due_at
 from gateway.decide import (
@@ -49,7 +50,7 @@ from gateway.decide import (
 from gateway.mail import ParsedMail, parse_message
 from gateway.markers import Vocabulary
 from gateway.models import CASES, EVENTS, INBOUND, OUTBOX, THREAD, InboundStatus
-from gateway.outbox import add_to_outbox
+from gateway.outbox import Claimed, add_to_outbox, claim_token, claimed_row
 from gateway.policy.model import Policy
 from gateway.policy.table import describe_target
 
@@ -78,18 +79,25 @@ class Outcome:
     status: str
     case_id: int | None = None
     outbox_ids: tuple[int, ...] = ()
+    claimed: tuple[Claimed, ...] = ()
+    """The rows of ``outbox_ids`` created claimed: the caller must send or release them."""
 
 
-def process_inbound(context: PipelineContext, inbound_id: int, now: datetime) -> Outcome:
-    """Run the stored message ``inbound_id`` through the pipeline; idempotent."""
+def process_inbound(
+    context: PipelineContext, inbound_id: int, now: datetime, *, claim_outbox: bool = False
+) -> Outcome:
+    """Run the stored message ``inbound_id`` through the pipeline; idempotent.
+
+    With ``claim_outbox`` the mails it queues are created claimed by the caller
+    (``Outcome.claimed``), for a caller that sends them at once."""
     try:
         try:
-            return _process(context, inbound_id, now)
+            return _process(context, inbound_id, now, claim_outbox)
         except IntegrityError:
             # Another worker processed a copy of this message at the same moment and won
             # the unique dedup key; running again finds its work and records a duplicate.
             log.info("inbound %s raced a duplicate; processing again", inbound_id)
-            return _process(context, inbound_id, now)
+            return _process(context, inbound_id, now, claim_outbox)
     except DBAPIError:
         raise  # the database is unwell: the broker retries, the sweep re-enqueues
     except Exception as error:  # a defect must not block the message forever: a person looks
@@ -145,7 +153,9 @@ def _stored(connection: Connection, inbound_id: int, *, lock: bool) -> Row[Any] 
     return connection.execute(query, {"inbound_id": inbound_id}).one_or_none()
 
 
-def _process(context: PipelineContext, inbound_id: int, now: datetime) -> Outcome:
+def _process(
+    context: PipelineContext, inbound_id: int, now: datetime, claim_outbox: bool
+) -> Outcome:
     # Parsing is the pipeline's heaviest pure work: it is done before the write
     # transaction, so that SQLite's single writer is held for database work only.
     with reading(context.sessions) as connection:
@@ -177,7 +187,9 @@ def _process(context: PipelineContext, inbound_id: int, now: datetime) -> Outcom
                 connection, inbound_id, InboundStatus.IGNORED, now,
                 f"{verdict.rule}: {verdict.reason}",
             )
-        return _open_case(context, connection, inbound_id, row, mail, verdict, dedup_key, now)
+        return _open_case(
+            context, connection, inbound_id, row, mail, verdict, dedup_key, now, claim_outbox
+        )
 
 
 def _dedup_key(message_id: str | None, digest: str) -> str:
@@ -190,13 +202,14 @@ def _envelope(context: PipelineContext, envelope_sender: str) -> Envelope:
 
 def _finish(
     connection: Connection, inbound_id: int, status: str, now: datetime,
-    reason: str | None = None, case_id: int | None = None, outbox_ids: tuple[int, ...] = (),
+    reason: str | None = None, case_id: int | None = None, claimed: tuple[Claimed, ...] = (),
+    outbox_ids: tuple[int, ...] = (),
 ) -> Outcome:
     connection.execute(_FINISH, {
         "inbound_id": inbound_id, "status": status, "reason": reason, "case_id": case_id,
         "processed_at": now,
     })
-    return Outcome(status, case_id, outbox_ids)
+    return Outcome(status, case_id, outbox_ids, claimed)
 
 
 def _thread_case(context: PipelineContext, connection: Connection, mail: ParsedMail) -> int | None:
@@ -247,7 +260,7 @@ def _event(case_id: int, at: datetime, kind: str, data: dict[str, Any]) -> dict[
 
 def _open_case(
     context: PipelineContext, connection: Connection, inbound_id: int, row: Row[Any],
-    mail: ParsedMail, verdict: Verdict, dedup_key: str, now: datetime,
+    mail: ParsedMail, verdict: Verdict, dedup_key: str, now: datetime, claim_outbox: bool,
 ) -> Outcome:
     policy = context.policy
     decision = decide_new_case(mail, verdict, policy, context.vocabulary)
@@ -263,16 +276,20 @@ def _open_case(
     thread = [_thread_in(case_id, inbound_id, row, mail, dedup_key, now)]
     events = [_event(case_id, now, "opened", _opened_data(decision))]
     outbox_ids: tuple[int, ...] = ()
+    claimed: tuple[Claimed, ...] = ()
     withheld = decision.withheld
     if decision.acknowledge and mail.sender:
         withheld = _over_reply_limit(context, connection, mail.sender, now)
         if withheld:
             log.warning("case %s: no acknowledgement to %s: %s", number, mail.sender, withheld)
     if decision.acknowledge and mail.sender and withheld is None:
-        outbox_id, thread_out, queued = _acknowledge(
-            context, connection, case_id, number, decision, mail, now
+        token = claim_token() if claim_outbox else None
+        outbox_id, outgoing, thread_out, queued = _acknowledge(
+            context, connection, case_id, number, decision, mail, now, token
         )
         outbox_ids = (outbox_id,)
+        if token:
+            claimed = (claimed_row(outbox_id, token, outgoing),)
         thread.append(thread_out)
         events.append(queued)
     else:
@@ -281,7 +298,8 @@ def _open_case(
         }))
     connection.execute(_INSERT_THREAD, thread)
     connection.execute(_INSERT_EVENTS, events)
-    return _finish(connection, inbound_id, InboundStatus.PROCESSED, now, None, case_id, outbox_ids)
+    return _finish(connection, inbound_id, InboundStatus.PROCESSED, now, None, case_id,
+                   claimed, outbox_ids)
 
 
 def _over_reply_limit(
@@ -310,9 +328,10 @@ def _opened_data(decision: NewCase) -> dict[str, Any]:
 
 def _acknowledge(
     context: PipelineContext, connection: Connection, case_id: int, number: str,
-    decision: NewCase, mail: ParsedMail, now: datetime,
-) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """Render the acknowledgement into the outbox; returns its id, thread entry and event."""
+    decision: NewCase, mail: ParsedMail, now: datetime, claim: str | None,
+) -> tuple[int, Outgoing, dict[str, Any], dict[str, Any]]:
+    """Render the acknowledgement into the outbox (claimed with ``claim``, if given);
+    returns its id, the mail, its thread entry and event."""
     policy = context.policy
     level = policy.level(decision.level)
     target = level.initial_response_for(None)
@@ -336,7 +355,8 @@ def _acknowledge(
         html=html, date=now, in_reply_to=mail.message_id, references=mail.references,
     )
     outbox_id = add_to_outbox(
-        connection, key=key, kind="acknowledgement", mail=outgoing, case_id=case_id, now=now
+        connection, key=key, kind="acknowledgement", mail=outgoing, case_id=case_id, now=now,
+        claim=claim,
     )
     thread_out = {
         "case_id": case_id, "direction": "out", "message_id": outgoing.message_id,
@@ -346,4 +366,4 @@ def _acknowledge(
     queued = _event(case_id, now, "acknowledgement_queued", {
         "outbox_id": outbox_id, "due": due.isoformat() if due else None,
     })
-    return outbox_id, thread_out, queued
+    return outbox_id, outgoing, thread_out, queued

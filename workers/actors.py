@@ -1,9 +1,10 @@
 """The actors: thin. Each takes an id, calls the gateway, and hands on what follows.
 
 Processing a mail also sends the acknowledgement it queued, at once, in the
-same call: the row is committed before, so a process that dies meanwhile
-leaves it to the recovery sweep, and handing it to the sending queue
-instead would cost a broker round trip and a wait for every mail. The
+same call: the row is committed before, claimed by this call (which spares a
+transaction to claim it), so a process that dies meanwhile leaves a stale
+claim to the recovery sweep; handing it to the sending queue instead would
+cost a broker round trip and a wait for every mail. The
 sending actor is for retries, recovered rows, and the moments when the
 relay has just failed (``RelayTrouble``).
 
@@ -23,7 +24,7 @@ from datetime import timedelta
 import dramatiq
 
 from gateway.clock import utcnow
-from gateway.outbox import send_one
+from gateway.outbox import Claimed, release, send_claimed, send_one
 from gateway.pipeline import process_inbound
 from gateway.runtime import Runtime
 
@@ -83,27 +84,43 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
     dispatcher: DramatiqDispatcher
     trouble = RelayTrouble()
 
-    def deliver(outbox_id: int) -> None:
-        delivery, delay = send_one(
-            runtime.sessions, runtime.transport, outbox_id, utcnow(),
-            max_attempts=runtime.settings.relay.max_attempts,
-        )
+    max_attempts = runtime.settings.relay.max_attempts
+
+    def deliver(outbox_id: int, claimed: Claimed | None = None) -> None:
+        if claimed is None:
+            delivery, delay = send_one(runtime.sessions, runtime.transport, outbox_id, utcnow(),
+                                       max_attempts=max_attempts)
+        else:
+            delivery, delay = send_claimed(runtime.sessions, runtime.transport, claimed,
+                                           utcnow(), max_attempts=max_attempts)
         if delivery is not None and delivery.outcome == "temporary":
             trouble.seen()
         if delay is not None:
             dispatcher.send(outbox_id, delay)
 
     def process(inbound_id: int) -> None:
-        outcome = process_inbound(runtime.pipeline, inbound_id, utcnow())
-        for outbox_id in outcome.outbox_ids:
-            if trouble.now():
-                dispatcher.send(outbox_id)
-                continue
+        at_once = not trouble.now()
+        outcome = process_inbound(runtime.pipeline, inbound_id, utcnow(), claim_outbox=at_once)
+        for claimed in outcome.claimed:
             try:
-                deliver(outbox_id)
+                deliver(claimed.id, claimed)
             except Exception:  # the case is committed: the mail is the sending actor's now
-                log.exception("outbox %s: sending with its case failed; queued", outbox_id)
+                log.exception("outbox %s: sending with its case failed; queued", claimed.id)
+                _hand_over(claimed)
+        held = {claimed.id for claimed in outcome.claimed}
+        for outbox_id in outcome.outbox_ids:
+            if outbox_id not in held:
                 dispatcher.send(outbox_id)
+
+    def _hand_over(claimed: Claimed) -> None:
+        """Release a claimed row to the sending actor; if even that fails, the
+        recovery sweep releases the stale claim."""
+        try:
+            if release(runtime.sessions, claimed, utcnow()):
+                dispatcher.send(claimed.id)
+        except Exception:
+            log.exception("outbox %s: could not be released; the recovery sweep will",
+                          claimed.id)
 
     def send(outbox_id: int) -> None:
         deliver(outbox_id)

@@ -7,7 +7,8 @@ read off its queues; the actors are called directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
 import dramatiq
 import pytest
@@ -18,6 +19,9 @@ from gateway.clock import utcnow
 from gateway.database import upgrade
 from gateway.inbound import accept
 from gateway.models import OutboxRow, OutboxStatus
+from gateway.pipeline import process_inbound
+from gateway.recovery import sweep
+from gateway.relay import CommitPoint, Delivery
 from gateway.runtime import Runtime, build_runtime
 from tests.conftest import Sink, free_port, mail, make_settings
 from workers.actors import OUTBOX_QUEUE, DramatiqDispatcher, RelayTrouble, declare
@@ -88,6 +92,61 @@ def test_processing_leaves_the_relay_alone_for_a_while_after_it_failed(tmp_path,
         assert queued(broker, dq_name(OUTBOX_QUEUE)) == [tried.id]
         assert (untried.status, untried.attempts) == (OutboxStatus.PENDING, 0)
         assert queued(broker, OUTBOX_QUEUE) == [untried.id]
+    finally:
+        runtime.close()
+
+
+class Broken:
+    """A transport with a defect: it raises before anything reaches a relay."""
+
+    def deliver(
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+    ) -> Delivery:
+        raise RuntimeError("defect in the transport")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_defect_while_sending_with_the_case_hands_the_row_to_the_sending_queue(
+    tmp_path, broker, sink: Sink
+):
+    runtime = runtime_for(tmp_path, sink.host, sink.port)
+    try:
+        dispatch = declare(broker, runtime)
+        runtime.transport = Broken()
+        # When processing opens the case but sending its acknowledgement raises
+        dispatch.actors.process_inbound(arrive(runtime, "[P1] Database down"))
+        # Then the row it had claimed is pending again, its attempt not counted,
+        # and waits on the sending queue
+        [row] = outbox(runtime)
+        assert (row.status, row.claim, row.attempts) == (OutboxStatus.PENDING, None, 0)
+        assert queued(broker, OUTBOX_QUEUE) == [row.id]
+    finally:
+        runtime.close()
+
+
+def test_a_row_claimed_with_its_case_by_a_process_that_died_is_recovered(tmp_path, broker):
+    runtime = runtime_for(tmp_path, "127.0.0.1", free_port())
+    try:
+        dispatch = declare(broker, runtime)
+        # Given a case whose acknowledgement was created claimed, and never sent
+        # (its process died after the commit)
+        opened = utcnow()
+        outcome = process_inbound(runtime.pipeline, arrive(runtime, "[P2] Slow"), opened,
+                                  claim_outbox=True)
+        [claimed] = outcome.claimed
+        [row] = outbox(runtime)
+        assert (row.id, row.status, row.claim) == (claimed.id, OutboxStatus.SENDING, claimed.claim)
+        stale_after = timedelta(seconds=runtime.settings.recovery.stale_after)
+        # When the sweep runs before the claim is stale, the row is left alone
+        assert not sweep(runtime.sessions, dispatch, opened + stale_after / 2, stale_after)
+        # And once it is stale, the row is released and handed to the sending queue
+        report = sweep(runtime.sessions, dispatch, opened + stale_after, stale_after)
+        assert report.reclaimed == 1
+        [row] = outbox(runtime)
+        assert (row.status, row.claim) == (OutboxStatus.PENDING, None)
+        assert queued(broker, OUTBOX_QUEUE) == [row.id]
     finally:
         runtime.close()
 
