@@ -209,18 +209,23 @@ def start_gateway(args: argparse.Namespace, workdir: Path, smtp_port: int,
 
 def reset_database(args: argparse.Namespace) -> None:
     import redis
+
+    drop_gateway_tables(args.database_url)
+    redis.Redis.from_url(args.broker_url).flushdb()
+
+
+def drop_gateway_tables(database_url: str) -> None:
     from sqlalchemy import text
 
     from gateway.database import make_engine
 
-    engine = make_engine(args.database_url)
+    engine = make_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text(
             "DROP TABLE IF EXISTS thread_entries, case_events, outbox, inbound_messages, "
             "cases, alembic_version CASCADE"
         ))
     engine.dispose()
-    redis.Redis.from_url(args.broker_url).flushdb()
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
