@@ -2,7 +2,7 @@
 
 ``process_inbound`` is the whole road, in order, in one transaction:
 
-1. lock the stored message; skip it if another run already handled it;
+1. read the stored message; skip it if another run already handled it;
 2. parse (a message that cannot be parsed is quarantined with the reason);
 3. duplicate? (same Message-ID and content as a message already processed);
 4. classify (automatic mail, bounces, our own mail: ``gateway.classify.RULES``);
@@ -10,6 +10,13 @@
 6. bounces and our own mail stop here (ignored, with the reason);
 7. open a case (``gateway.decide``), its first thread entry and events, and
    the acknowledgement in the outbox — all or nothing.
+
+The message's row is not locked first: the last statement marks it handled
+only if it is still waiting (``_finish``), and a run that finds it handled
+meanwhile rolls its work back. Two runs of one message at once cannot both
+commit: on PostgreSQL the second's update waits for the first's commit and
+then matches no row (or its thread entry collides on the dedup key first);
+SQLite runs one writer at a time.
 
 The caller sends the outbox rows returned, after the commit
 (``workers.actors``). Asked to (``claim_outbox``), the pipeline creates them
@@ -109,18 +116,30 @@ def quarantine(
     sessions: sessionmaker[Session], inbound_id: int, now: datetime, reason: str
 ) -> Outcome:
     """Set a message aside for a person, with the reason; it stays stored."""
-    with transaction(sessions) as session:
-        connection = session.connection()
-        row = _stored(connection, inbound_id, lock=True)
-        if row is None or row.status != InboundStatus.RECEIVED:
-            return Outcome("skipped", row.case_id if row else None)
-        return _finish(connection, inbound_id, InboundStatus.QUARANTINED, now, reason[:2000])
+    try:
+        with transaction(sessions) as session:
+            return _finish(
+                session.connection(), inbound_id, InboundStatus.QUARANTINED, now, reason[:2000]
+            )
+    except _HandledMeanwhile:
+        return _skipped(sessions, inbound_id)
+
+
+class _HandledMeanwhile(Exception):
+    """The message was no longer waiting when this run came to mark it handled."""
+
+
+def _skipped(sessions: sessionmaker[Session], inbound_id: int) -> Outcome:
+    with reading(sessions) as connection:
+        row = _stored(connection, inbound_id)
+    return Outcome("skipped", row.case_id if row else None)
 
 
 _STATE = (INBOUND.c.status, INBOUND.c.case_id, INBOUND.c.envelope_sender, INBOUND.c.digest)
 _READ_STORED = select(*_STATE, INBOUND.c.raw).where(INBOUND.c.id == bindparam("inbound_id"))
-_LOCK_STORED = select(*_STATE).where(INBOUND.c.id == bindparam("inbound_id")).with_for_update()
-_FINISH = update(INBOUND).where(INBOUND.c.id == bindparam("inbound_id"))
+_FINISH = update(INBOUND).where(
+    INBOUND.c.id == bindparam("inbound_id"), INBOUND.c.status == InboundStatus.RECEIVED
+)
 _FIND_DUPLICATE = select(THREAD.c.case_id).where(THREAD.c.dedup_key == bindparam("dedup_key"))
 _CASE_BY_NUMBER = select(CASES.c.id, CASES.c.customer_address).where(
     CASES.c.number == bindparam("number")
@@ -147,10 +166,9 @@ _INSERT_THREAD = insert(THREAD)
 _INSERT_EVENTS = insert(EVENTS)
 
 
-def _stored(connection: Connection, inbound_id: int, *, lock: bool) -> Row[Any] | None:
-    """The stored message's state (locked for the write), or its state and bytes."""
-    query = _LOCK_STORED if lock else _READ_STORED
-    return connection.execute(query, {"inbound_id": inbound_id}).one_or_none()
+def _stored(connection: Connection, inbound_id: int) -> Row[Any] | None:
+    """The stored message's state and bytes."""
+    return connection.execute(_READ_STORED, {"inbound_id": inbound_id}).one_or_none()
 
 
 def _process(
@@ -159,7 +177,7 @@ def _process(
     # Parsing is the pipeline's heaviest pure work: it is done before the write
     # transaction, so that SQLite's single writer is held for database work only.
     with reading(context.sessions) as connection:
-        row = _stored(connection, inbound_id, lock=False)
+        row = _stored(connection, inbound_id)
     if row is None or row.status != InboundStatus.RECEIVED:
         return Outcome("skipped", row.case_id if row else None)
     try:
@@ -167,29 +185,36 @@ def _process(
     except Exception as error:  # one message must never stop the pipeline
         log.exception("inbound %s cannot be parsed", inbound_id)
         return quarantine(context.sessions, inbound_id, now, f"cannot be parsed: {error!r}")
-    with transaction(context.sessions) as session:
-        connection = session.connection()
-        row = _stored(connection, inbound_id, lock=True)
-        if row is None or row.status != InboundStatus.RECEIVED:
-            return Outcome("skipped", row.case_id if row else None)
-        dedup_key = _dedup_key(mail.message_id, row.digest)
-        earlier = connection.scalar(_FIND_DUPLICATE, {"dedup_key": dedup_key})
-        if earlier is not None:
-            return _finish(
-                connection, inbound_id, InboundStatus.DUPLICATE, now, "delivered before", earlier
-            )
-        verdict = classify(mail, _envelope(context, row.envelope_sender))
-        case_id = _thread_case(context, connection, mail)
-        if case_id is not None:
-            return _add_to_case(connection, inbound_id, row, mail, case_id, verdict, dedup_key, now)
-        if not verdict.opens_case:
-            return _finish(
-                connection, inbound_id, InboundStatus.IGNORED, now,
-                f"{verdict.rule}: {verdict.reason}",
-            )
-        return _open_case(
-            context, connection, inbound_id, row, mail, verdict, dedup_key, now, claim_outbox
+    try:
+        with transaction(context.sessions) as session:
+            return _decide(context, session.connection(), inbound_id, row, mail, now,
+                           claim_outbox)
+    except _HandledMeanwhile:
+        return _skipped(context.sessions, inbound_id)
+
+
+def _decide(
+    context: PipelineContext, connection: Connection, inbound_id: int, row: Row[Any],
+    mail: ParsedMail, now: datetime, claim_outbox: bool,
+) -> Outcome:
+    dedup_key = _dedup_key(mail.message_id, row.digest)
+    earlier = connection.scalar(_FIND_DUPLICATE, {"dedup_key": dedup_key})
+    if earlier is not None:
+        return _finish(
+            connection, inbound_id, InboundStatus.DUPLICATE, now, "delivered before", earlier
         )
+    verdict = classify(mail, _envelope(context, row.envelope_sender))
+    case_id = _thread_case(context, connection, mail)
+    if case_id is not None:
+        return _add_to_case(connection, inbound_id, row, mail, case_id, verdict, dedup_key, now)
+    if not verdict.opens_case:
+        return _finish(
+            connection, inbound_id, InboundStatus.IGNORED, now,
+            f"{verdict.rule}: {verdict.reason}",
+        )
+    return _open_case(
+        context, connection, inbound_id, row, mail, verdict, dedup_key, now, claim_outbox
+    )
 
 
 def _dedup_key(message_id: str | None, digest: str) -> str:
@@ -205,10 +230,14 @@ def _finish(
     reason: str | None = None, case_id: int | None = None, claimed: tuple[Claimed, ...] = (),
     outbox_ids: tuple[int, ...] = (),
 ) -> Outcome:
-    connection.execute(_FINISH, {
+    """Mark the message handled, the transaction's last statement; raises
+    ``_HandledMeanwhile`` (rolling the transaction back) if another run did."""
+    handled = connection.execute(_FINISH, {
         "inbound_id": inbound_id, "status": status, "reason": reason, "case_id": case_id,
         "processed_at": now,
-    })
+    }).rowcount
+    if not handled:
+        raise _HandledMeanwhile
     return Outcome(status, case_id, outbox_ids, claimed)
 
 

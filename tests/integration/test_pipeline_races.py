@@ -1,0 +1,116 @@
+"""Two runs of the pipeline for one stored message at once (a broker redelivery
+beside a recovery sweep): exactly one commits its work, the other skips.
+
+The first run is held just before its commit until the second has read the
+message (still waiting, as far as it can see) and begun its own transaction;
+then both go on. On SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from gateway.clock import utcnow
+from gateway.database import reading, upgrade
+from gateway.inbound import accept
+from gateway.models import CASES, INBOUND, OUTBOX, InboundStatus
+from gateway.pipeline import Outcome, process_inbound
+from gateway.runtime import Runtime, build_runtime
+from tests.conftest import mail, make_settings
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def runtime(request, tmp_path) -> Iterator[Runtime]:
+    env = {}
+    if request.param == "postgresql":
+        env["HELPDESK_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    runtime = build_runtime(make_settings(tmp_path, **env))
+    upgrade(runtime.engine)
+    yield runtime
+    runtime.close()
+
+
+class HeldCommit:
+    """Holds the first commit on the engine until the second transaction has begun."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.engine = runtime.engine
+        self.first: threading.Thread | None = None
+        self.first_commits = threading.Event()
+        self.second_begins = threading.Event()
+        event.listen(self.engine, "commit", self._commit)
+        # Before the gateway's own listeners, which may wait for SQLite's writer lock.
+        event.listen(self.engine, "begin", self._begin, insert=True)
+
+    def remove(self) -> None:
+        event.remove(self.engine, "commit", self._commit)
+        event.remove(self.engine, "begin", self._begin)
+
+    def _commit(self, connection: Any) -> None:
+        if threading.current_thread() is self.first:
+            self.first_commits.set()
+            assert self.second_begins.wait(timeout=20), "the second run never began"
+
+    def _begin(self, connection: Any) -> None:
+        if self.first is not None and threading.current_thread() is not self.first:
+            self.second_begins.set()
+
+
+def run_twice_at_once(runtime: Runtime, inbound_id: int) -> list[Outcome]:
+    held = HeldCommit(runtime)
+    outcomes: list[Outcome] = []
+
+    def run() -> None:
+        outcomes.append(process_inbound(runtime.pipeline, inbound_id, utcnow(),
+                                        claim_outbox=True))
+
+    held.first = threading.Thread(target=run)
+    second = threading.Thread(target=run)
+    try:
+        held.first.start()
+        assert held.first_commits.wait(timeout=20), "the first run never came to commit"
+        second.start()
+        held.first.join(timeout=30)
+        second.join(timeout=30)
+    finally:
+        held.remove()
+    return outcomes
+
+
+def count(runtime: Runtime, table: Any) -> int:
+    with reading(runtime.sessions) as connection:
+        return int(connection.scalar(select(func.count()).select_from(table)))
+
+
+def status_of(runtime: Runtime, inbound_id: int) -> str:
+    with reading(runtime.sessions) as connection:
+        return str(connection.scalar(select(INBOUND.c.status).where(INBOUND.c.id == inbound_id)))
+
+
+def store(runtime: Runtime, raw: bytes, sender: str = "alice@customer.example") -> int:
+    return accept(runtime.sessions, raw, source="smtp", sender=sender,
+                  recipients=["support@example.com"], now=utcnow())
+
+
+def test_a_new_case_is_opened_once(runtime):
+    inbound_id = store(runtime, mail("[P1] Database down"))
+    outcomes = run_twice_at_once(runtime, inbound_id)
+    assert sorted(outcome.status for outcome in outcomes) == ["processed", "skipped"]
+    assert status_of(runtime, inbound_id) == InboundStatus.PROCESSED
+    assert (count(runtime, CASES), count(runtime, OUTBOX)) == (1, 1)
+    # Only the run that committed holds the acknowledgement's claim.
+    assert sorted(len(outcome.claimed) for outcome in outcomes) == [0, 1]
+
+
+def test_a_mail_that_opens_no_case_is_marked_once(runtime):
+    # A bounce: the null envelope sender
+    inbound_id = store(runtime, mail("Undelivered Mail Returned to Sender"), sender="")
+    outcomes = run_twice_at_once(runtime, inbound_id)
+    assert sorted(outcome.status for outcome in outcomes) == ["ignored", "skipped"]
+    assert status_of(runtime, inbound_id) == InboundStatus.IGNORED
+    assert (count(runtime, CASES), count(runtime, OUTBOX)) == (0, 0)
