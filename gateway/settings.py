@@ -10,6 +10,7 @@ every key.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -254,14 +255,41 @@ def _known_keys() -> dict[str, Any]:
 
 def _environment_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
     overrides: dict[str, tuple[str, Any]] = {}
+    known: set[str] = set()
     for dotted, annotation in _known_keys().items():
         variable = ENV_PREFIX + dotted.replace(".", "_").upper()
+        known.add(variable)
         if variable in environ:
             raw = environ[variable]
             is_list = getattr(annotation, "__origin__", None) is tuple
             value: Any = [v.strip() for v in raw.split(",") if v.strip()] if is_list else raw
             overrides[dotted] = (variable, value)
+    _refuse_misspelt(environ, known)
     return overrides
+
+
+def _refuse_misspelt(environ: Mapping[str, str], known: set[str]) -> None:
+    """Stop at a ``HELPDESK_*`` variable that is no setting but nearly names one.
+
+    A misspelt override is otherwise ignored without a word, and the gateway
+    runs on the default it was meant to replace (with no relay host, say,
+    writing mail to a folder instead of sending it). Variables that resemble
+    no setting (the test suite's ``HELPDESK_TEST_*``) are left alone.
+    """
+    suffixes = {variable.removeprefix(ENV_PREFIX): variable for variable in known}
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in known or variable == CONFIG_ENV:
+            continue
+        near = difflib.get_close_matches(
+            variable.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=_NEAR_MISS
+        )
+        if near:
+            raise ConfigError(variable, "", f"not a setting; did you mean {suffixes[near[0]]}?")
+
+
+_NEAR_MISS = 0.75
+"""Similarity (``difflib``) of the part after ``HELPDESK_`` above which a variable
+that is no setting is taken for a misspelt one."""
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any, variable: str) -> None:

@@ -206,8 +206,24 @@ addresses = ["file@example.com"]
 
 
 def test_unrelated_variables_are_ignored():
-    settings = load_settings(None, environ={"HELPDESK_TEST_PG_URL": "x", "HOME": "/root"})
+    settings = load_settings(None, environ={
+        "HELPDESK_TEST_PG_URL": "x", "HELPDESK_TEST_REQUIRE_SERVICES": "1", "HOME": "/root",
+    })
     assert settings == Settings()
+
+
+@pytest.mark.parametrize(("variable", "meant"), [
+    ("HELPDESK_RELAY_HOTS", "HELPDESK_RELAY_HOST"),
+    ("HELPDESK_SUPPORT_ADDRESS", "HELPDESK_SUPPORT_ADDRESSES"),
+    ("HELPDESK_DATABASE", "HELPDESK_DATABASE_URL"),
+    ("HELPDESK_BROKER", "HELPDESK_BROKER_URL"),
+    ("HELPDESK_RELAY_TLS_MODE", "HELPDESK_RELAY_TLS"),
+])
+def test_misspelt_variable_stops_with_the_name_it_nearly_is(variable, meant):
+    # A misspelt override would otherwise leave the default in place without a word
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={variable: "x"})
+    assert str(caught.value) == f"{variable}: not a setting; did you mean {meant}?"
 
 
 # --- errors: one line naming the file or variable, the key and the reason -----------------
