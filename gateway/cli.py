@@ -28,6 +28,17 @@ def _guarded(action: Any, *args: Any) -> None:
         raise ConfigProblem(str(error)) from None
 
 
+QUIET_LOGGERS = (
+    # aiosmtpd logs every SMTP command line of every session at INFO (with the
+    # senders' addresses): noise that drowned the gateway's own lines and cost the
+    # SMTP edge a sixth of its CPU.
+    "mail.log",
+    # Alembic announces each of its autogenerate plugins at INFO whenever it is
+    # loaded: seven lines at every start, before the gateway has said anything.
+    "alembic.runtime.plugins",
+)
+
+
 @click.group()
 @click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -41,10 +52,9 @@ def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aiosmtpd logs every SMTP command line of every session at INFO (with the
-    # senders' addresses): noise that drowned the gateway's own lines and cost the
-    # SMTP edge a sixth of its CPU. Its warnings and errors still show; -v shows all.
-    logging.getLogger("mail.log").setLevel(logging.NOTSET if verbose else logging.WARNING)
+    # Their warnings and errors still show; -v shows all.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
 
