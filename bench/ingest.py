@@ -102,9 +102,10 @@ def make_mail(message_id: str) -> bytes:
     message = EmailMessage()
     # One customer per mail: a burst from one address would meet the limit on
     # automatic replies.
-    message["From"] = f"Bench Customer <{message_id.split('@')[0]}@customer.example>"
+    local = message_id.split("@")[0]
+    message["From"] = f"Bench Customer <{local}@customer.example>"
     message["To"] = "support@example.com"
-    message["Subject"] = f"[P2] Recognition slow on node {message_id[-4:]}"
+    message["Subject"] = f"[P2] Recognition slow on node {local[-4:]}"
     message["Message-ID"] = f"<{message_id}>"
     message.set_content("Our recognizer has been slow since this morning.\n" * 20)
     # SMTP lines end in CRLF; aiosmtpd (rightly, since the smuggling fix) reads a

@@ -18,13 +18,11 @@ never asserts them.
 from __future__ import annotations
 
 import argparse
-import email.policy
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +32,7 @@ from dramatiq.brokers.stub import StubBroker
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ingest import drop_gateway_tables, free_port  # noqa: E402  (bench/ingest.py)
+from ingest import drop_gateway_tables, free_port, make_mail  # noqa: E402  (bench/ingest.py)
 
 from gateway.clock import utcnow  # noqa: E402
 from gateway.database import upgrade  # noqa: E402
@@ -49,16 +47,6 @@ T = TypeVar("T")
 class Sink:
     async def handle_DATA(self, server, session, envelope) -> str:
         return "250 OK"
-
-
-def make_mail(number: int) -> bytes:
-    message = EmailMessage()
-    message["From"] = f"Bench Customer <customer{number}@customer.example>"
-    message["To"] = "support@example.com"
-    message["Subject"] = f"[P2] Recognition slow on node {number}"
-    message["Message-ID"] = f"<steps-{number}-{time.time_ns()}@bench.example>"
-    message.set_content("Our recognizer has been slow since this morning.\n" * 20)
-    return message.as_bytes(policy=email.policy.SMTP)
 
 
 def timed(step: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
@@ -98,10 +86,11 @@ def main() -> None:
         stored: list[float] = []
         processed: list[float] = []
         for number in range(args.warmup + args.number):
-            sender = f"customer{number}@customer.example"
+            local = f"steps{number}x{time.time_ns()}"
             store, inbound_id = timed(
-                accept, runtime.sessions, make_mail(number), source="smtp", sender=sender,
-                recipients=["support@example.com"], now=utcnow(),
+                accept, runtime.sessions, make_mail(f"{local}@bench.example"), source="smtp",
+                sender=f"{local}@customer.example", recipients=["support@example.com"],
+                now=utcnow(),
             )
             work, _ = timed(process.fn, inbound_id)
             if number >= args.warmup:
