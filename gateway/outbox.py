@@ -57,6 +57,15 @@ _SETTLE = update(OUTBOX).where(
     OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.claim == bindparam("held_claim")
 )
 """Sets the columns given with the parameters, while the row is still ours."""
+_RELEASE = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id == bindparam("outbox_id"), OUTBOX.c.claim == bindparam("held_claim"),
+        OUTBOX.c.status == OutboxStatus.SENDING,
+    )
+    .values(status=OutboxStatus.PENDING, claim=None, attempts=OUTBOX.c.attempts - 1,
+            next_attempt_at=bindparam("now"))
+)
 
 
 @dataclass(frozen=True)
@@ -153,9 +162,13 @@ def send_one(
 
 def release(sessions: sessionmaker[Session], claimed: Claimed, now: datetime) -> bool:
     """Give back a row that was claimed but not sent, as pending and due now, without
-    counting the attempt; False if it was no longer ours."""
-    return _settle(sessions, claimed, status=OutboxStatus.PENDING, claim=None,
-                   attempts=claimed.attempts - 1, next_attempt_at=now)
+    counting the attempt; False if it is no longer ours, or no longer being sent
+    (a row recorded as sent is never handed out again)."""
+    with transaction(sessions) as session:
+        released = session.connection().execute(
+            _RELEASE, {"outbox_id": claimed.id, "held_claim": claimed.claim, "now": now}
+        ).rowcount
+    return bool(released)
 
 
 def send_claimed(

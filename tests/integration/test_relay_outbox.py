@@ -193,6 +193,33 @@ def test_row_is_delivered_once(sessions, sink):
     )
 
 
+def test_a_row_created_claimed_is_sent_by_its_holder_and_released_only_unsent(sessions, sink):
+    # Given a row created already claimed, as processing creates its acknowledgement
+    held = outbox.claim_token()
+    mail = build_mail(
+        key="ack:7", identity=IDENTITY, to=CUSTOMER, subject="[HD-000007] ack:7",
+        text="Case HD-000007.\n", html="<p>HD-000007</p>\n", date=T0,
+    )
+    with transaction(sessions) as session:
+        outbox_id = add_to_outbox(session.connection(), key="ack:7", kind="acknowledgement",
+                                  mail=mail, case_id=None, now=T0, claim=held)
+    claimed = outbox.claimed_row(outbox_id, held, mail)
+    # Then nobody else can claim it
+    assert send(sessions, relay_to(sink), outbox_id) == (None, None)
+    # And released unsent, it is pending and due, its attempt not counted
+    assert outbox.release(sessions, claimed, T0)
+    released = row(sessions, outbox_id)
+    assert (released.status, released.claim, released.attempts) == (OutboxStatus.PENDING, None, 0)
+    # When its holder had sent it instead, the row stays sent: a release finds nothing
+    claimed = outbox.claim(sessions, outbox_id, T0)
+    assert claimed is not None
+    delivery, _ = outbox.send_claimed(sessions, relay_to(sink), claimed, T0, max_attempts=3)
+    assert delivery is not None and delivery.outcome == "sent"
+    assert not outbox.release(sessions, claimed, T0)
+    assert row(sessions, outbox_id).status == OutboxStatus.SENT
+    assert len(sink.messages) == 1
+
+
 def test_sending_twice_in_a_row_sends_once(sessions, sink):
     outbox_id = queue(sessions)
     first, _ = send(sessions, relay_to(sink), outbox_id)
