@@ -137,6 +137,24 @@ def reading(sessions: sessionmaker[Session]) -> Iterator[Connection]:
         yield session.connection(execution_options=options)
 
 
+@contextmanager
+def writing_once(sessions: sessionmaker[Session]) -> Iterator[Connection]:
+    """A connection for one statement that is a transaction by itself, committed
+    when the block ends without error.
+
+    On PostgreSQL the statement runs in autocommit: the server commits it
+    before answering, durably, sparing a BEGIN and a COMMIT round trip. On
+    SQLite it is an ordinary write transaction, queued behind the other
+    writers. Only for a single statement: in autocommit two would commit apart.
+    """
+    with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            return
+        with session.begin():
+            yield session.connection()
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.database import transaction
+from gateway.database import writing_once
 from gateway.errors import StoreUnavailable
 from gateway.mail import identify
 from gateway.models import INBOUND, InboundStatus
@@ -35,8 +35,8 @@ def accept(
     cannot take it (the edge then asks the sender to retry)."""
     message_id, digest = identify(raw)
     try:
-        with transaction(sessions) as session:
-            result = session.connection().execute(_STORE, {
+        with writing_once(sessions) as connection:
+            result = connection.execute(_STORE, {
                 "received_at": now, "source": source, "envelope_sender": sender,
                 "envelope_recipients": list(recipients), "message_id": message_id,
                 "digest": digest, "raw": raw, "status": InboundStatus.RECEIVED,
