@@ -1,9 +1,10 @@
 """Two runs of the pipeline for one stored message at once (a broker redelivery
 beside a recovery sweep): exactly one commits its work, the other skips.
 
-The first run is held just before its commit until the second has read the
-message (still waiting, as far as it can see) and begun its own transaction;
-then both go on. On SQLite and on PostgreSQL.
+The runs are interleaved the way that tests the pipeline's guard: the first
+is held just before its commit until the second has read the message (still
+waiting, as far as it can see); the second's write transaction then waits
+until the first has finished. On SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,50 +36,69 @@ def runtime(request, tmp_path) -> Iterator[Runtime]:
     runtime.close()
 
 
-class HeldCommit:
-    """Holds the first commit on the engine until the second transaction has begun."""
+class Interleaved:
+    """Holds the first run at its commit until the second has read the message,
+    and the second's write transaction until the first run has finished."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.engine = runtime.engine
         self.first: threading.Thread | None = None
         self.first_commits = threading.Event()
-        self.second_begins = threading.Event()
+        self.second_read = threading.Event()
+        self.first_done = threading.Event()
+        self.stuck: list[str] = []  # asserted in the main thread: the runs swallow errors
         event.listen(self.engine, "commit", self._commit)
+        event.listen(self.engine, "after_cursor_execute", self._executed)
         # Before the gateway's own listeners, which may wait for SQLite's writer lock.
         event.listen(self.engine, "begin", self._begin, insert=True)
 
     def remove(self) -> None:
         event.remove(self.engine, "commit", self._commit)
+        event.remove(self.engine, "after_cursor_execute", self._executed)
         event.remove(self.engine, "begin", self._begin)
+
+    def _second(self) -> bool:
+        return self.first is not None and threading.current_thread() is not self.first
 
     def _commit(self, connection: Any) -> None:
         if threading.current_thread() is self.first:
             self.first_commits.set()
-            assert self.second_begins.wait(timeout=20), "the second run never began"
+            if not self.second_read.wait(timeout=20):
+                self.stuck.append("the second run never read the message")
+
+    def _executed(self, connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if self._second() and statement.lstrip().upper().startswith("SELECT") and (
+            INBOUND.name in statement
+        ):
+            self.second_read.set()
 
     def _begin(self, connection: Any) -> None:
-        if self.first is not None and threading.current_thread() is not self.first:
-            self.second_begins.set()
+        if self._second() and self.second_read.is_set() and not self.first_done.wait(20):
+            self.stuck.append("the first run never finished")
 
 
 def run_twice_at_once(runtime: Runtime, inbound_id: int) -> list[Outcome]:
-    held = HeldCommit(runtime)
+    runs = Interleaved(runtime)
     outcomes: list[Outcome] = []
 
     def run() -> None:
         outcomes.append(process_inbound(runtime.pipeline, inbound_id, utcnow(),
                                         claim_outbox=True))
+        if threading.current_thread() is runs.first:
+            runs.first_done.set()
 
-    held.first = threading.Thread(target=run)
+    runs.first = threading.Thread(target=run)
     second = threading.Thread(target=run)
     try:
-        held.first.start()
-        assert held.first_commits.wait(timeout=20), "the first run never came to commit"
+        runs.first.start()
+        assert runs.first_commits.wait(timeout=20), "the first run never came to commit"
         second.start()
-        held.first.join(timeout=30)
+        runs.first.join(timeout=30)
         second.join(timeout=30)
     finally:
-        held.remove()
+        runs.remove()
+    assert runs.stuck == []
+    assert runs.second_read.is_set()
     return outcomes
 
 
