@@ -274,11 +274,13 @@ def _refuse_misspelt(environ: Mapping[str, str], known: set[str]) -> None:
     A misspelt override is otherwise ignored without a word, and the gateway
     runs on the default it was meant to replace (with no relay host, say,
     writing mail to a folder instead of sending it). Variables that resemble
-    no setting (the test suite's ``HELPDESK_TEST_*``) are left alone.
+    no setting are left alone, and so are those of the project's own tools
+    (``NOT_SETTINGS``), however close their names.
     """
     suffixes = {variable.removeprefix(ENV_PREFIX): variable for variable in known}
     for variable in sorted(environ):
-        if not variable.startswith(ENV_PREFIX) or variable in known or variable == CONFIG_ENV:
+        if (not variable.startswith(ENV_PREFIX) or variable in known
+                or variable.startswith(NOT_SETTINGS)):
             continue
         near = difflib.get_close_matches(
             variable.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=_NEAR_MISS
@@ -286,6 +288,10 @@ def _refuse_misspelt(environ: Mapping[str, str], known: set[str]) -> None:
         if near:
             raise ConfigError(variable, "", f"not a setting; did you mean {suffixes[near[0]]}?")
 
+
+NOT_SETTINGS = (CONFIG_ENV, "HELPDESK_TEST_", "HELPDESK_VENV")
+"""``HELPDESK_`` variables (or prefixes) that are not settings: the settings file's
+path, the test suite's (``HELPDESK_TEST_PG_URL``…) and ``./dev``'s virtualenv."""
 
 _NEAR_MISS = 0.75
 """Similarity (``difflib``) of the part after ``HELPDESK_`` above which a variable

@@ -208,6 +208,9 @@ addresses = ["file@example.com"]
 def test_unrelated_variables_are_ignored():
     settings = load_settings(None, environ={
         "HELPDESK_TEST_PG_URL": "x", "HELPDESK_TEST_REQUIRE_SERVICES": "1", "HOME": "/root",
+        # The test suite's own, however close to a setting's name
+        "HELPDESK_TEST_DATABASE_URL": "x", "HELPDESK_TEST_BROKER_URL": "x",
+        "HELPDESK_VENV": ".venv",
     })
     assert settings == Settings()
 
