@@ -43,6 +43,7 @@ class Sweeper:
         self.runtime = runtime
         self.dispatch = dispatch
         self.startup = startup
+        self.started = utcnow()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recovery-sweep", daemon=True)
 
@@ -59,14 +60,24 @@ class Sweeper:
         except Exception:  # the database may be away; the next round tries again
             log.exception("recovery sweep failed")
 
+    def first_stale_after(self) -> timedelta:
+        """How old unfinished work must be for the first sweep to hand it out.
+
+        A process whose queue lives in its own memory (``startup``) starts with
+        nothing queued: everything left unfinished before it started is its to
+        hand out, at once. What it took on since is in its queue already, and
+        an acknowledgement it is sending holds a claim that must not be
+        released under it.
+        """
+        if self.startup:
+            return utcnow() - self.started
+        return timedelta(seconds=self.runtime.settings.recovery.stale_after)
+
     def _run(self) -> None:
         recovery = self.runtime.settings.recovery
-        stale_after = timedelta(seconds=recovery.stale_after)
-        # A process whose queue lives in its own memory starts with nothing queued:
-        # everything unfinished in the database is its to hand out.
-        self.once(timedelta(0) if self.startup else stale_after)
+        self.once(self.first_stale_after())
         while not self._stop.wait(recovery.interval):
-            self.once(stale_after)
+            self.once(timedelta(seconds=recovery.stale_after))
 
 
 def smtp_handler(runtime: Runtime, dispatch: Dispatcher) -> InboundHandler:

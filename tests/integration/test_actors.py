@@ -23,6 +23,7 @@ from gateway.pipeline import process_inbound
 from gateway.recovery import sweep
 from gateway.relay import CommitPoint, Delivery
 from gateway.runtime import Runtime, build_runtime
+from gateway.service import Sweeper
 from tests.conftest import Sink, free_port, mail, make_settings
 from workers.actors import OUTBOX_QUEUE, DramatiqDispatcher, RelayTrouble, declare
 
@@ -147,6 +148,28 @@ def test_a_row_claimed_with_its_case_by_a_process_that_died_is_recovered(tmp_pat
         [row] = outbox(runtime)
         assert (row.status, row.claim) == (OutboxStatus.PENDING, None)
         assert queued(broker, OUTBOX_QUEUE) == [row.id]
+    finally:
+        runtime.close()
+
+
+def test_the_start_up_sweep_hands_out_what_was_left_before_the_start_only(tmp_path, broker):
+    runtime = runtime_for(tmp_path, "127.0.0.1", free_port())
+    try:
+        dispatch = declare(broker, runtime)
+        # Given an acknowledgement claimed by a process that died
+        left = process_inbound(runtime.pipeline, arrive(runtime, "[P2] Before"), utcnow(),
+                               claim_outbox=True).claimed[0]
+        # And, after this process started, one it claimed and is sending
+        sweeper = Sweeper(runtime, dispatch, startup=True)
+        sending = process_inbound(runtime.pipeline, arrive(runtime, "[P2] After"), utcnow(),
+                                  claim_outbox=True).claimed[0]
+        # When its first sweep runs
+        sweeper.once(sweeper.first_stale_after())
+        # Then the one left behind is released and handed out, and its own is still held
+        rows = {row.id: row for row in outbox(runtime)}
+        assert (rows[left.id].status, rows[left.id].claim) == (OutboxStatus.PENDING, None)
+        assert rows[sending.id].claim == sending.claim
+        assert queued(broker, OUTBOX_QUEUE) == [left.id]
     finally:
         runtime.close()
 
