@@ -53,8 +53,8 @@ class _PingWhenIdle:
     """Check a pooled connection before use, but only one that has lain idle.
 
     ``pool_pre_ping`` pings at every checkout: a round trip more for each of
-    the five transactions a mail makes, all within milliseconds of the last
-    use. A connection idle for a few seconds may have been cut (a database
+    the four times a mail takes a connection, all within milliseconds of the
+    last use. A connection idle for a few seconds may have been cut (a database
     restart, a firewall) and is pinged; a dead one is replaced before anyone
     uses it. One cut while in use fails that transaction, which is retried
     (the SMTP edge answers 451, the broker redelivers), and the pool then

@@ -1,14 +1,15 @@
 """The outbox: one row per outgoing mail, claimed, sent once, retried with backoff.
 
-A row moves ``pending → sending → sent`` (or ``failed``). Claiming is a
-conditional update, so two senders running for the same row (a broker
-redelivery, a recovery sweep) cannot both send it: the second finds it no
-longer pending and does nothing. A row that its creator means to send at
-once is inserted already claimed (``claim_token``), which spares the claim's
-own transaction; if its creator dies first, the recovery sweep releases the
-stale claim as it does any other. See ``gateway.relay`` for how "sent" is
-committed at the one moment that makes a kill lose nothing and double
-nothing.
+A row moves ``pending → sending → sent`` (or ``failed``); a row claimed but
+not sent goes back to ``pending`` (``release``, or the recovery sweep once
+its claim is stale). Claiming is a conditional update, so two senders
+running for the same row (a broker redelivery, a recovery sweep) cannot both
+send it: the second finds it no longer pending and does nothing. A row that
+its creator means to send at once is inserted already claimed
+(``claim_token``), which spares the claim's own transaction; if its creator
+dies first, the recovery sweep releases the stale claim as it does any
+other. See ``gateway.relay`` for how "sent" is committed at the one moment
+that makes a kill lose nothing and double nothing.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def send_claimed(
         except Exception:
             if released:
                 log.error("outbox %s: handed over, but 'sent' could not be recorded; "
-                          "it goes again once recovered", outbox_id)
+                          "it goes again (released to the sending queue, or by the "
+                          "recovery sweep)", outbox_id)
             raise
 
     delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)

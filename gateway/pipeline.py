@@ -101,9 +101,10 @@ def process_inbound(
         try:
             return _process(context, inbound_id, now, claim_outbox)
         except IntegrityError:
-            # Another worker processed a copy of this message at the same moment and won
-            # the unique dedup key; running again finds its work and records a duplicate.
-            log.info("inbound %s raced a duplicate; processing again", inbound_id)
+            # Another run processed this message, or a copy of it, at the same moment
+            # and won the unique dedup key; running again finds its work and skips (or
+            # records a duplicate).
+            log.info("inbound %s raced another run; processing again", inbound_id)
             return _process(context, inbound_id, now, claim_outbox)
     except DBAPIError:
         raise  # the database is unwell: the broker retries, the sweep re-enqueues

@@ -113,8 +113,9 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
                 dispatcher.send(outbox_id)
 
     def _hand_over(claimed: Claimed) -> None:
-        """Release a claimed row to the sending actor; if even that fails, the
-        recovery sweep releases the stale claim."""
+        """Release a claimed row to the sending actor (nothing to do if it was
+        settled or reclaimed meanwhile); if even that fails, the recovery sweep
+        releases the stale claim."""
         try:
             if release(runtime.sessions, claimed, utcnow()):
                 dispatcher.send(claimed.id)
