@@ -58,7 +58,8 @@ def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
 
     Raises ``ConfigError`` when the policy or templates cannot be loaded.
     """
-    policy = load_named(settings.policy, Path(settings.policies_dir))
+    policy = load_named(settings.policy, Path(settings.policies_dir),
+                        named_by=(settings.origin("policy"), "policy"))
     engine = make_engine(settings.database_url, pool_size=pool_size)
     sessions = make_sessionmaker(engine)
     identity = Identity(

@@ -168,6 +168,12 @@ class Settings(_Section):
 
     source: str = Field(default="defaults", exclude=True)
     """Where the settings came from, for messages."""
+    overridden_by: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Dotted key → the environment variable that set it, for messages."""
+
+    def origin(self, key: str) -> str:
+        """What set ``key`` (a dotted key): its variable, else the file (or defaults)."""
+        return self.overridden_by.get(key, self.source)
 
     @property
     def database_url(self) -> str:
@@ -222,7 +228,10 @@ def load_settings(
         settings = Settings.model_validate(data)
     except ValidationError as error:
         raise _config_error(error, source, overrides) from None
-    return settings.model_copy(update={"source": source})
+    return settings.model_copy(update={
+        "source": source,
+        "overridden_by": {dotted: variable for dotted, (variable, _) in overrides.items()},
+    })
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -242,7 +251,7 @@ def _known_keys() -> dict[str, Any]:
     """Dotted key → annotation of every setting, for mapping variables to keys."""
     keys: dict[str, Any] = {}
     for name, field in Settings.model_fields.items():
-        if name == "source":
+        if field.exclude:  # where the settings came from, not a setting
             continue
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, _Section):

@@ -36,7 +36,7 @@ def show(ctx: click.Context, name: str) -> None:
         loaded = _load(lambda: load_policy(Path(name)))
     else:
         directory = Path(command_settings(ctx).policies_dir)
-        loaded = _load(lambda: load_named(name, directory))
+        loaded = _load(lambda: load_named(name, directory, named_by=("policy show", "NAME")))
     click.echo(render_table(loaded), nl=False)
 
 

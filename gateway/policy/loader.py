@@ -93,15 +93,18 @@ def load_policy(path: Path | str) -> Policy:
     return parse_policy(text, name=path.stem, source=path.name)
 
 
-def load_named(name: str, directory: Path) -> Policy:
-    """The policy called ``name`` (``vmoso``) from ``directory``; the settings name it."""
+def load_named(
+    name: str, directory: Path, *, named_by: tuple[str, str] = ("settings", "policy")
+) -> Policy:
+    """The policy called ``name`` (``vmoso``) from ``directory``; ``named_by`` is the
+    source and key that named it, for the error when there is no such policy."""
     if not _NAME.fullmatch(name):
-        raise ConfigError("settings", "policy", f"{name!r} is not a policy name")
+        raise ConfigError(*named_by, f"{name!r} is not a policy name")
     path = directory / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
         choices = ", ".join(known) if known else f"none in {directory}"
-        raise ConfigError("settings", "policy", f"no policy {name!r} (known: {choices})")
+        raise ConfigError(*named_by, f"no policy {name!r} (known: {choices})")
     return load_policy(path)
 
 

@@ -96,7 +96,7 @@ def test_show_unknown_name_lists_the_known_policies():
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == (
-        "Error: settings: policy: no policy 'acme' (known: "
+        "Error: policy show: NAME: no policy 'acme' (known: "
         "jelastic, lumenvox, parallels, virtuozzo, vmoso)\n"
     )
     assert "Traceback" not in result.output
@@ -105,7 +105,7 @@ def test_show_unknown_name_lists_the_known_policies():
 def test_show_a_name_that_is_no_name():
     result = run("policy", "show", "../etc/passwd")
     assert result.exit_code == 2
-    assert result.stderr == "Error: settings: policy: '../etc/passwd' is not a policy name\n"
+    assert result.stderr == "Error: policy show: NAME: '../etc/passwd' is not a policy name\n"
 
 
 def test_show_with_a_missing_settings_file(tmp_path):
@@ -142,3 +142,16 @@ def test_show_a_missing_file_path(tmp_path):
 def test_show_prints_exactly_the_table():
     result = run("policy", "show", "vmoso")
     assert result.stdout == render_table(load_policy(POLICIES / "vmoso.yaml"))
+
+
+@pytest.mark.parametrize(("how", "named_by"), [
+    ("variable", "HELPDESK_POLICY"),
+    ("file", "gateway.toml"),
+])
+def test_an_unknown_policy_at_start_names_what_set_it(how, named_by, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gateway.toml").write_text('policy = "acme"\n' if how == "file" else "")
+    env = {"HELPDESK_POLICY": "acme"} if how == "variable" else {}
+    result = run("--config", str(tmp_path / "gateway.toml"), "serve", env=env)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {named_by}: policy: no policy 'acme' (known: ")

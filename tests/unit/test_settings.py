@@ -39,7 +39,7 @@ def all_keys() -> set[str]:
     """Every dotted settings key, from the model itself."""
     keys = set()
     for name, field in Settings.model_fields.items():
-        if name == "source":
+        if field.exclude:
             continue
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, _Section):
@@ -213,6 +213,14 @@ def test_unrelated_variables_are_ignored():
         "HELPDESK_VENV": ".venv",
     })
     assert settings == Settings()
+
+
+def test_settings_say_what_set_each_key(tmp_path):
+    path = write(tmp_path, 'policy = "vmoso"\n[smtp]\nport = 2600\n')
+    settings = load_settings(path, environ={"HELPDESK_SMTP_PORT": "2700"})
+    assert settings.origin("smtp.port") == "HELPDESK_SMTP_PORT"
+    assert settings.origin("policy") == path.name
+    assert load_settings(None, environ={}).origin("policy") == "defaults"
 
 
 @pytest.mark.parametrize(("variable", "meant"), [
