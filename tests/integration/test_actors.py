@@ -36,12 +36,25 @@ def broker() -> Iterator[StubBroker]:
     stub.close()
 
 
-def runtime_for(tmp_path, host: str, port: int) -> Runtime:
+def runtime_for(tmp_path, host: str, port: int) -> Iterator[Runtime]:
     runtime = build_runtime(make_settings(
         tmp_path, HELPDESK_RELAY_HOST=host, HELPDESK_RELAY_PORT=str(port),
     ))
     upgrade(runtime.engine)
-    return runtime
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def relay_up(tmp_path, sink: Sink) -> Iterator[Runtime]:
+    """A gateway whose relay is the test's sink."""
+    yield from runtime_for(tmp_path, sink.host, sink.port)
+
+
+@pytest.fixture
+def relay_down(tmp_path) -> Iterator[Runtime]:
+    """A gateway whose relay refuses connections."""
+    yield from runtime_for(tmp_path, "127.0.0.1", free_port())
 
 
 def arrive(runtime: Runtime, subject: str) -> int:
@@ -61,40 +74,36 @@ def outbox(runtime: Runtime) -> list[OutboxRow]:
         return list(session.query(OutboxRow).order_by(OutboxRow.id))
 
 
-def test_processing_sends_the_acknowledgement_itself(tmp_path, broker, sink: Sink):
-    runtime = runtime_for(tmp_path, sink.host, sink.port)
-    try:
-        dispatch: DramatiqDispatcher = declare(broker, runtime)
-        # When a stored mail is processed
-        dispatch.actors.process_inbound(arrive(runtime, "[P1] Database down"))
-        # Then its acknowledgement is at the relay and sent, and nothing waits on a queue
-        assert len(sink.wait_for(1, timeout=5)) == 1
-        [row] = outbox(runtime)
-        assert (row.status, row.attempts) == (OutboxStatus.SENT, 1)
-        assert queued(broker, OUTBOX_QUEUE) == []
-    finally:
-        runtime.close()
+def test_processing_sends_the_acknowledgement_itself(broker, relay_up: Runtime, sink: Sink):
+    runtime = relay_up
+    dispatch: DramatiqDispatcher = declare(broker, runtime)
+    # When a stored mail is processed
+    dispatch.actors.process_inbound(arrive(runtime, "[P1] Database down"))
+    # Then its acknowledgement is at the relay and sent, and nothing waits on a queue
+    assert len(sink.wait_for(1, timeout=5)) == 1
+    [row] = outbox(runtime)
+    assert (row.status, row.attempts) == (OutboxStatus.SENT, 1)
+    assert queued(broker, OUTBOX_QUEUE) == []
 
 
-def test_processing_leaves_the_relay_alone_for_a_while_after_it_failed(tmp_path, broker):
+def test_processing_leaves_the_relay_alone_for_a_while_after_it_failed(
+    broker, relay_down: Runtime
+):
     # Given a relay that refuses connections
-    runtime = runtime_for(tmp_path, "127.0.0.1", free_port())
-    try:
-        dispatch = declare(broker, runtime)
-        first, second = arrive(runtime, "[P2] One"), arrive(runtime, "[P2] Two")
-        # When the first mail is processed, its acknowledgement is tried and retried later
-        dispatch.actors.process_inbound(first)
-        # And the second, moments later, opens its case without trying the relay:
-        # its acknowledgement goes to the sending queue as it is
-        dispatch.actors.process_inbound(second)
-        tried, untried = outbox(runtime)
-        assert (tried.status, tried.attempts) == (OutboxStatus.PENDING, 1)
-        assert "relay 127.0.0.1" in (tried.last_error or "")
-        assert queued(broker, dq_name(OUTBOX_QUEUE)) == [tried.id]
-        assert (untried.status, untried.attempts) == (OutboxStatus.PENDING, 0)
-        assert queued(broker, OUTBOX_QUEUE) == [untried.id]
-    finally:
-        runtime.close()
+    runtime = relay_down
+    dispatch = declare(broker, runtime)
+    first, second = arrive(runtime, "[P2] One"), arrive(runtime, "[P2] Two")
+    # When the first mail is processed, its acknowledgement is tried and retried later
+    dispatch.actors.process_inbound(first)
+    # And the second, moments later, opens its case without trying the relay:
+    # its acknowledgement goes to the sending queue as it is
+    dispatch.actors.process_inbound(second)
+    tried, untried = outbox(runtime)
+    assert (tried.status, tried.attempts) == (OutboxStatus.PENDING, 1)
+    assert "relay 127.0.0.1" in (tried.last_error or "")
+    assert queued(broker, dq_name(OUTBOX_QUEUE)) == [tried.id]
+    assert (untried.status, untried.attempts) == (OutboxStatus.PENDING, 0)
+    assert queued(broker, OUTBOX_QUEUE) == [untried.id]
 
 
 class Broken:
@@ -110,68 +119,63 @@ class Broken:
 
 
 def test_a_defect_while_sending_with_the_case_hands_the_row_to_the_sending_queue(
-    tmp_path, broker, sink: Sink
+    broker, relay_up: Runtime
 ):
-    runtime = runtime_for(tmp_path, sink.host, sink.port)
-    try:
-        dispatch = declare(broker, runtime)
-        runtime.transport = Broken()
-        # When processing opens the case but sending its acknowledgement raises
-        dispatch.actors.process_inbound(arrive(runtime, "[P1] Database down"))
-        # Then the row it had claimed is pending again, its attempt not counted,
-        # and waits on the sending queue
-        [row] = outbox(runtime)
-        assert (row.status, row.claim, row.attempts) == (OutboxStatus.PENDING, None, 0)
-        assert queued(broker, OUTBOX_QUEUE) == [row.id]
-    finally:
-        runtime.close()
+    runtime = relay_up
+    dispatch = declare(broker, runtime)
+    runtime.transport = Broken()
+    # When processing opens the case but sending its acknowledgement raises
+    dispatch.actors.process_inbound(arrive(runtime, "[P1] Database down"))
+    # Then the row it had claimed is pending again, its attempt not counted,
+    # and waits on the sending queue
+    [row] = outbox(runtime)
+    assert (row.status, row.claim, row.attempts) == (OutboxStatus.PENDING, None, 0)
+    assert queued(broker, OUTBOX_QUEUE) == [row.id]
 
 
-def test_a_row_claimed_with_its_case_by_a_process_that_died_is_recovered(tmp_path, broker):
-    runtime = runtime_for(tmp_path, "127.0.0.1", free_port())
-    try:
-        dispatch = declare(broker, runtime)
-        # Given a case whose acknowledgement was created claimed, and never sent
-        # (its process died after the commit)
-        opened = utcnow()
-        outcome = process_inbound(runtime.pipeline, arrive(runtime, "[P2] Slow"), opened,
-                                  claim_outbox=True)
-        [claimed] = outcome.claimed
-        [row] = outbox(runtime)
-        assert (row.id, row.status, row.claim) == (claimed.id, OutboxStatus.SENDING, claimed.claim)
-        stale_after = timedelta(seconds=runtime.settings.recovery.stale_after)
-        # When the sweep runs before the claim is stale, the row is left alone
-        assert not sweep(runtime.sessions, dispatch, opened + stale_after / 2, stale_after)
-        # And once it is stale, the row is released and handed to the sending queue
-        report = sweep(runtime.sessions, dispatch, opened + stale_after, stale_after)
-        assert report.reclaimed == 1
-        [row] = outbox(runtime)
-        assert (row.status, row.claim) == (OutboxStatus.PENDING, None)
-        assert queued(broker, OUTBOX_QUEUE) == [row.id]
-    finally:
-        runtime.close()
+def test_a_row_claimed_with_its_case_by_a_process_that_died_is_recovered(
+    broker, relay_down: Runtime
+):
+    runtime = relay_down
+    dispatch = declare(broker, runtime)
+    # Given a case whose acknowledgement was created claimed, and never sent
+    # (its process died after the commit)
+    opened = utcnow()
+    outcome = process_inbound(runtime.pipeline, arrive(runtime, "[P2] Slow"), opened,
+                              claim_outbox=True)
+    [claimed] = outcome.claimed
+    [row] = outbox(runtime)
+    assert (row.id, row.status, row.claim) == (claimed.id, OutboxStatus.SENDING, claimed.claim)
+    stale_after = timedelta(seconds=runtime.settings.recovery.stale_after)
+    # When the sweep runs before the claim is stale, the row is left alone
+    assert not sweep(runtime.sessions, dispatch, opened + stale_after / 2, stale_after)
+    # And once it is stale, the row is released and handed to the sending queue
+    report = sweep(runtime.sessions, dispatch, opened + stale_after, stale_after)
+    assert report.reclaimed == 1
+    [row] = outbox(runtime)
+    assert (row.status, row.claim) == (OutboxStatus.PENDING, None)
+    assert queued(broker, OUTBOX_QUEUE) == [row.id]
 
 
-def test_the_start_up_sweep_hands_out_what_was_left_before_the_start_only(tmp_path, broker):
-    runtime = runtime_for(tmp_path, "127.0.0.1", free_port())
-    try:
-        dispatch = declare(broker, runtime)
-        # Given an acknowledgement claimed by a process that died
-        left = process_inbound(runtime.pipeline, arrive(runtime, "[P2] Before"), utcnow(),
-                               claim_outbox=True).claimed[0]
-        # And, after this process started, one it claimed and is sending
-        sweeper = Sweeper(runtime, dispatch, startup=True)
-        sending = process_inbound(runtime.pipeline, arrive(runtime, "[P2] After"), utcnow(),
-                                  claim_outbox=True).claimed[0]
-        # When its first sweep runs
-        sweeper.once(sweeper.first_stale_after())
-        # Then the one left behind is released and handed out, and its own is still held
-        rows = {row.id: row for row in outbox(runtime)}
-        assert (rows[left.id].status, rows[left.id].claim) == (OutboxStatus.PENDING, None)
-        assert rows[sending.id].claim == sending.claim
-        assert queued(broker, OUTBOX_QUEUE) == [left.id]
-    finally:
-        runtime.close()
+def test_the_start_up_sweep_hands_out_what_was_left_before_the_start_only(
+    broker, relay_down: Runtime
+):
+    runtime = relay_down
+    dispatch = declare(broker, runtime)
+    # Given an acknowledgement claimed by a process that died
+    left = process_inbound(runtime.pipeline, arrive(runtime, "[P2] Before"), utcnow(),
+                           claim_outbox=True).claimed[0]
+    # And, after this process started, one it claimed and is sending
+    sweeper = Sweeper(runtime, dispatch, startup=True)
+    sending = process_inbound(runtime.pipeline, arrive(runtime, "[P2] After"), utcnow(),
+                              claim_outbox=True).claimed[0]
+    # When its first sweep runs
+    sweeper.once(sweeper.first_stale_after())
+    # Then the one left behind is released and handed out, and its own is still held
+    rows = {row.id: row for row in outbox(runtime)}
+    assert (rows[left.id].status, rows[left.id].claim) == (OutboxStatus.PENDING, None)
+    assert rows[sending.id].claim == sending.claim
+    assert queued(broker, OUTBOX_QUEUE) == [left.id]
 
 
 def test_relay_trouble_is_forgotten_after_the_hold():
