@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.charset import QP, Charset
 from email.header import Header
+from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import Compat32
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
@@ -153,7 +154,8 @@ def build_mail(
     # it to search the parts with, for every mail. Ours is unguessable, and
     # checked against the parts (which customer text reaches) all the same.
     boundary = _boundary(text, html)
-    message = MIMEMultipart("alternative", boundary=boundary)
+    # compat32 takes Header objects as values (``_header_value``); the stubs say str.
+    message = cast("Message[str, str | Header]", MIMEMultipart("alternative", boundary=boundary))
     message["From"] = identity.sender
     message["To"] = to
     message["Subject"] = _header_value(_literal_text(subject))

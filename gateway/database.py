@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -153,6 +153,14 @@ def writing_once(sessions: sessionmaker[Session]) -> Iterator[Connection]:
             return
         with session.begin():
             yield session.connection()
+
+
+def new_id(result: CursorResult[Any]) -> int:
+    """The primary key the database gave the row that ``result`` inserted."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the insert returned no primary key")
+    return int(key[0])
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

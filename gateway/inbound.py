@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.database import writing_once
+from gateway.database import new_id, writing_once
 from gateway.errors import StoreUnavailable
 from gateway.mail import identify
 from gateway.models import INBOUND, InboundStatus
@@ -36,12 +36,11 @@ def accept(
     message_id, digest = identify(raw)
     try:
         with writing_once(sessions) as connection:
-            result = connection.execute(_STORE, {
+            return new_id(connection.execute(_STORE, {
                 "received_at": now, "source": source, "envelope_sender": sender,
                 "envelope_recipients": list(recipients), "message_id": message_id,
                 "digest": digest, "raw": raw, "status": InboundStatus.RECEIVED,
                 "enqueued_at": now,
-            })
-            return int(result.inserted_primary_key[0])
+            }))
     except SQLAlchemyError as error:
         raise StoreUnavailable(str(error).splitlines()[0]) from error

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Outgoing
-from gateway.database import commit_right_after, transaction
+from gateway.database import commit_right_after, new_id, transaction
 from gateway.models import OUTBOX, OutboxStatus
 from gateway.relay import Delivery, Transport
 
@@ -92,7 +92,7 @@ def add_to_outbox(
     """A new row, in the caller's transaction (so it exists iff the decision does);
     returns its id. Pending, or with ``claim`` already held by the caller (see
     ``claimed_row``)."""
-    result = connection.execute(_INSERT, {
+    return new_id(connection.execute(_INSERT, {
         "key": key, "kind": kind, "case_id": case_id, "sender": mail.sender,
         "recipients": list(mail.recipients),
         "recipient_key": mail.recipients[0].lower() if mail.recipients else None,
@@ -100,8 +100,7 @@ def add_to_outbox(
         "status": OutboxStatus.SENDING if claim else OutboxStatus.PENDING,
         "attempts": 1 if claim else 0, "claim": claim, "claimed_at": now if claim else None,
         "created_at": now, "next_attempt_at": now,
-    })
-    return int(result.inserted_primary_key[0])
+    }))
 
 
 def claimed_row(outbox_id: int, token: str, mail: Outgoing) -> Claimed:

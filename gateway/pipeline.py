@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.casenumber import find_case_number, format_number, subject_tag
 from gateway.classify import Envelope, Verdict, classify
 from gateway.compose import Identity, Outgoing, Renderer, build_mail
-from gateway.database import reading, transaction
+from gateway.database import new_id, reading, transaction
 from gateway.deadlines import due_at
 from gateway.decide import (
     NewCase,
@@ -136,6 +136,9 @@ def _skipped(sessions: sessionmaker[Session], inbound_id: int) -> Outcome:
     return Outcome("skipped", row.case_id if row else None)
 
 
+AnyRow = Row[*tuple[Any, ...]]
+"""A result row of any columns."""
+
 _STATE = (INBOUND.c.status, INBOUND.c.case_id, INBOUND.c.envelope_sender, INBOUND.c.digest)
 _READ_STORED = select(*_STATE, INBOUND.c.raw).where(INBOUND.c.id == bindparam("inbound_id"))
 _FINISH = update(INBOUND).where(
@@ -167,7 +170,7 @@ _INSERT_THREAD = insert(THREAD)
 _INSERT_EVENTS = insert(EVENTS)
 
 
-def _stored(connection: Connection, inbound_id: int) -> Row[Any] | None:
+def _stored(connection: Connection, inbound_id: int) -> AnyRow | None:
     """The stored message's state and bytes."""
     return connection.execute(_READ_STORED, {"inbound_id": inbound_id}).one_or_none()
 
@@ -195,7 +198,7 @@ def _process(
 
 
 def _decide(
-    context: PipelineContext, connection: Connection, inbound_id: int, row: Row[Any],
+    context: PipelineContext, connection: Connection, inbound_id: int, row: AnyRow,
     mail: ParsedMail, now: datetime, claim_outbox: bool,
 ) -> Outcome:
     dedup_key = _dedup_key(mail.message_id, row.digest)
@@ -246,7 +249,7 @@ def _thread_case(context: PipelineContext, connection: Connection, mail: ParsedM
     """The case this mail answers, when it proves it (see ``belongs_to_case``)."""
     number = find_case_number(context.number_format, mail.subject)
     replied = [*mail.in_reply_to, *mail.references]
-    case: Row[Any] | None = None
+    case: AnyRow | None = None
     if number is not None:
         case = connection.execute(_CASE_BY_NUMBER, {"number": number}).one_or_none()
     if case is None and replied:
@@ -261,7 +264,7 @@ def _thread_case(context: PipelineContext, connection: Connection, mail: ParsedM
 
 
 def _add_to_case(
-    connection: Connection, inbound_id: int, row: Row[Any], mail: ParsedMail, case_id: int,
+    connection: Connection, inbound_id: int, row: AnyRow, mail: ParsedMail, case_id: int,
     verdict: Verdict, dedup_key: str, now: datetime,
 ) -> Outcome:
     connection.execute(_INSERT_THREAD, [_thread_in(case_id, inbound_id, row, mail, dedup_key, now)])
@@ -274,7 +277,7 @@ def _add_to_case(
 
 
 def _thread_in(
-    case_id: int, inbound_id: int, row: Row[Any], mail: ParsedMail, dedup_key: str,
+    case_id: int, inbound_id: int, row: AnyRow, mail: ParsedMail, dedup_key: str,
     now: datetime,
 ) -> dict[str, Any]:
     return {
@@ -289,18 +292,18 @@ def _event(case_id: int, at: datetime, kind: str, data: dict[str, Any]) -> dict[
 
 
 def _open_case(
-    context: PipelineContext, connection: Connection, inbound_id: int, row: Row[Any],
+    context: PipelineContext, connection: Connection, inbound_id: int, row: AnyRow,
     mail: ParsedMail, verdict: Verdict, dedup_key: str, now: datetime, claim_outbox: bool,
 ) -> Outcome:
     policy = context.policy
     decision = decide_new_case(mail, verdict, policy, context.vocabulary)
     # The database gives the case its identity, hence its number.
-    case_id: int = connection.execute(_INSERT_CASE, {
+    case_id = new_id(connection.execute(_INSERT_CASE, {
         "subject": mail.subject,
         "customer_address": mail.sender or row.envelope_sender or "(unknown)",
         "severity": decision.level, "status": "open", "policy": policy.name, "tier": None,
         "opened_at": now, "updated_at": now,
-    }).inserted_primary_key[0]
+    }))
     number = format_number(context.number_format, case_id, now)
     connection.execute(_UPDATE_CASE, {"case_id": case_id, "number": number})
     thread = [_thread_in(case_id, inbound_id, row, mail, dedup_key, now)]

@@ -244,6 +244,8 @@ class SmtpRelay:
             # The final dot goes out alone, after the row is marked; with Nagle's
             # algorithm it would wait for the ACK of the body, which the relay
             # delays (40 ms on Linux): a stall per mail.
+            if smtp.sock is None:  # smtplib connects in its constructor, given a host
+                raise OSError("the relay connection has no socket")
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if self.tls == "starttls":

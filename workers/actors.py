@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import dramatiq
 
@@ -36,8 +37,8 @@ OUTBOX_QUEUE = "outbox"
 
 @dataclass(frozen=True)
 class Actors:
-    process_inbound: dramatiq.Actor  # type: ignore[type-arg]
-    send_outbox: dramatiq.Actor  # type: ignore[type-arg]
+    process_inbound: dramatiq.Actor[[int], None]
+    send_outbox: dramatiq.Actor[[int], None]
 
 
 class DramatiqDispatcher:
@@ -126,15 +127,14 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
     def send(outbox_id: int) -> None:
         deliver(outbox_id)
 
+    retries: dict[str, Any] = {"max_retries": 8, "min_backoff": 500, "max_backoff": 30_000}
     actors = Actors(
         process_inbound=dramatiq.actor(
-            process, broker=broker, actor_name="process_inbound", queue_name=INBOUND_QUEUE,
-            max_retries=8, min_backoff=500, max_backoff=30_000,
-        ),
+            broker=broker, actor_name="process_inbound", queue_name=INBOUND_QUEUE, **retries
+        )(process),
         send_outbox=dramatiq.actor(
-            send, broker=broker, actor_name="send_outbox", queue_name=OUTBOX_QUEUE,
-            max_retries=8, min_backoff=500, max_backoff=30_000,
-        ),
+            broker=broker, actor_name="send_outbox", queue_name=OUTBOX_QUEUE, **retries
+        )(send),
     )
     dispatcher = DramatiqDispatcher(actors)
     return dispatcher
