@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.deadlines import CaseEvent, CaseFacts, deadlines  # noqa: E402
+from gateway.deadlines import CaseEvent, CaseFacts, EventKind, deadlines  # noqa: E402
 from gateway.policy.loader import load_policy  # noqa: E402
 from gateway.policy.model import Policy  # noqa: E402
 
@@ -49,7 +49,8 @@ def make_cases(count: int, rng: random.Random) -> list[tuple[CaseFacts, datetime
         at = opened
         for _ in range(rng.randint(0, 3)):
             at += timedelta(seconds=rng.randrange(1, 12 * 3600))
-            kind = rng.choice(("responded", "update_sent", "severity_changed"))
+            kinds: tuple[EventKind, ...] = ("responded", "update_sent", "severity_changed")
+            kind = rng.choice(kinds)
             level = rng.randint(1, 4) if kind == "severity_changed" else None
             events.append(CaseEvent(kind, at, level=level))
         facts = CaseFacts(level=rng.randint(1, 4), opened_at=opened, events=tuple(events))

@@ -3,6 +3,7 @@ and carry rows already there across."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +17,7 @@ from gateway.models import Base
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path) -> Engine:
+def engine(request, tmp_path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/m.sqlite3"
     else:

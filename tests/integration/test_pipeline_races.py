@@ -104,7 +104,7 @@ def run_twice_at_once(runtime: Runtime, inbound_id: int) -> list[Outcome]:
 
 def count(runtime: Runtime, table: Any) -> int:
     with reading(runtime.sessions) as connection:
-        return int(connection.scalar(select(func.count()).select_from(table)))
+        return connection.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def status_of(runtime: Runtime, inbound_id: int) -> str:

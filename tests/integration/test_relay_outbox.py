@@ -39,7 +39,7 @@ CUSTOMER = "alice@customer.example"
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
     upgrade(engine)
     yield make_sessionmaker(engine)
@@ -321,7 +321,7 @@ def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(ses
 
 def test_final_dot_goes_out_just_before_sent_is_committed(sessions, sink):
     outbox_id = queue(sessions)
-    seen: list[tuple[int, OutboxStatus]] = []
+    seen: list[tuple[int, str | None]] = []
 
     def look() -> None:  # a reader beside the sender, which holds the writer's place
         with reading(sessions) as connection:

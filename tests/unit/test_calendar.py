@@ -32,8 +32,9 @@ WEEKDAYS = frozenset(range(5))
 ALL_WEEK = frozenset(range(7))
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+        second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # The calendars ---------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def ref_spans(cal: Calendar, a: datetime, b: datetime) -> list[tuple[datetime, d
     """The open set around ``[a, b]``: the union of every date's windows."""
     first = _local_date(cal, a) - timedelta(days=2)
     last = _local_date(cal, b) + timedelta(days=1)
-    spans = []
+    spans: list[tuple[datetime, datetime]] = []
     while first <= last:
         spans.extend(ref_raw(cal, first))
         first += timedelta(days=1)
@@ -926,7 +927,7 @@ def test_bad_configuration_is_refused(make, message):
             id="negative-amount",
         ),
         pytest.param(
-            lambda: NEW_YORK.add(utc(2024, 1, 2), 3600),
+            lambda: NEW_YORK.add(utc(2024, 1, 2), 3600),  # type: ignore[arg-type]
             "amount must be a timedelta, got 3600",
             id="amount-not-timedelta",
         ),
@@ -936,7 +937,7 @@ def test_bad_configuration_is_refused(make, message):
             id="negative-days",
         ),
         pytest.param(
-            lambda: NEW_YORK.add_business_days(utc(2024, 1, 2), 1.5),
+            lambda: NEW_YORK.add_business_days(utc(2024, 1, 2), 1.5),  # type: ignore[arg-type]
             "got 1.5",
             id="fractional-days",
         ),
@@ -954,7 +955,7 @@ def test_bad_configuration_is_refused(make, message):
             id="naive-end",
         ),
         pytest.param(
-            lambda: NEW_YORK.is_open(date(2024, 1, 2)),
+            lambda: NEW_YORK.is_open(date(2024, 1, 2)),  # type: ignore[arg-type]
             "at must be a timezone-aware datetime",
             id="date-not-datetime",
         ),
