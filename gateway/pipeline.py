@@ -86,8 +86,9 @@ class Outcome:
     status: str
     case_id: int | None = None
     outbox_ids: tuple[int, ...] = ()
+    """Outbox rows queued pending, for the sending actor."""
     claimed: tuple[Claimed, ...] = ()
-    """The rows of ``outbox_ids`` created claimed: the caller must send or release them."""
+    """Outbox rows created claimed by the caller, which must send or release them."""
 
 
 def process_inbound(
@@ -320,9 +321,10 @@ def _open_case(
         outbox_id, outgoing, thread_out, queued = _acknowledge(
             context, connection, case_id, number, decision, mail, now, token
         )
-        outbox_ids = (outbox_id,)
         if token:
             claimed = (claimed_row(outbox_id, token, outgoing),)
+        else:
+            outbox_ids = (outbox_id,)
         thread.append(thread_out)
         events.append(queued)
     else:

@@ -108,10 +108,8 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
             except Exception:  # the case is committed: the mail is the sending actor's now
                 log.exception("outbox %s: sending with its case failed; queued", claimed.id)
                 _hand_over(claimed)
-        held = {claimed.id for claimed in outcome.claimed}
         for outbox_id in outcome.outbox_ids:
-            if outbox_id not in held:
-                dispatcher.send(outbox_id)
+            dispatcher.send(outbox_id)
 
     def _hand_over(claimed: Claimed) -> None:
         """Release a claimed row to the sending actor (nothing to do if it was
