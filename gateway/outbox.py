@@ -171,6 +171,17 @@ def release(sessions: sessionmaker[Session], claimed: Claimed, now: datetime) ->
     return bool(released)
 
 
+def _record_refused(sessions: sessionmaker[Session], claimed: Claimed, delivery: Delivery) -> None:
+    """Note on a sent row the recipients the relay refused (``Delivery.refused``),
+    so that a person sees who did not get it; they are not tried again."""
+    refused = "; ".join(delivery.refused)
+    log.warning("outbox %s: sent, but refused for %s", claimed.id, refused)
+    try:
+        _settle(sessions, claimed, last_error=f"refused for some recipients: {refused}"[:2000])
+    except Exception:  # the mail is sent and recorded as sent; only the note is lost
+        log.exception("outbox %s: the refused recipients could not be recorded", claimed.id)
+
+
 def send_claimed(
     sessions: sessionmaker[Session],
     transport: Transport,
@@ -200,6 +211,8 @@ def send_claimed(
             raise
 
     delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
+    if delivery.refused:
+        _record_refused(sessions, claimed, delivery)
     if delivery.outcome in ("sent", "aborted"):
         return delivery, None
     if delivery.outcome == "temporary" and claimed.attempts < max_attempts:

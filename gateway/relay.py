@@ -17,6 +17,12 @@ Message-ID. With TLS to the relay, the gap also holds the wait for the
 interpreter lock after encrypting the dot; on SQLite it is the commit's
 own sync. If the relay then refuses the dot, the caller records the
 refusal over the commit.
+
+A relay may refuse some recipients of a mail and take it for the others.
+The mail is then sent, and the refusals come back with the delivery for the
+caller to record; they are not retried, which is why each automatic mail
+goes to a single recipient (one outbox row per recipient). A mail refused
+for every recipient is a failure, temporary if any refusal was.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class Delivery:
 
     outcome: Literal["sent", "temporary", "permanent", "aborted"]
     detail: str = ""
+    refused: tuple[str, ...] = ()
+    """Of a mail sent, the recipients the relay refused while it took the others,
+    each with its reply (``"bob@example.org: 550 5.1.1 no such user"``)."""
 
 
 class Transport(Protocol):
@@ -274,13 +283,13 @@ class SmtpRelay:
             raise _ClosedWhileIdle
         if code != 250:
             return _reply(code, text)
-        refused = []
+        refused: list[tuple[str, int, bytes]] = []
         for recipient in recipients:
             code, text = smtp.rcpt(recipient)
             if code not in (250, 251):
-                refused.append((code, text))
+                refused.append((recipient, code, text))
         if len(refused) == len(recipients):
-            return _reply(*refused[0])
+            return _all_refused(refused)
         code, text = smtp.docmd("DATA")
         if code != 354:
             return _reply(code, text)
@@ -294,7 +303,9 @@ class SmtpRelay:
         code, text = smtp.getreply()
         if code != 250:
             return _reply(code, text)
-        return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}")
+        return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}",
+                        tuple(_reply(code, text, recipient).detail
+                              for recipient, code, text in refused))
 
 
 def _goodbye(smtp: smtplib.SMTP) -> None:
@@ -303,10 +314,22 @@ def _goodbye(smtp: smtplib.SMTP) -> None:
     smtp.close()
 
 
-def _reply(code: int, text: bytes | str) -> Delivery:
+def _reply(code: int, text: bytes | str, recipient: str = "") -> Delivery:
     detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     outcome: Literal["temporary", "permanent"] = "permanent" if 500 <= code < 600 else "temporary"
-    return Delivery(outcome, f"{code} {detail}")
+    return Delivery(outcome, f"{recipient}: {code} {detail}" if recipient else f"{code} {detail}")
+
+
+def _all_refused(refused: Sequence[tuple[str, int, bytes]]) -> Delivery:
+    """Every recipient refused: permanent only if every refusal is; a single
+    recipient's reply as it came, several named each with its own."""
+    if len(refused) == 1:
+        _, code, text = refused[0]
+        return _reply(code, text)
+    replies = [_reply(code, text, recipient) for recipient, code, text in refused]
+    permanent = all(reply.outcome == "permanent" for reply in replies)
+    return Delivery("permanent" if permanent else "temporary",
+                    "; ".join(reply.detail for reply in replies))
 
 
 class EmlFolder:

@@ -65,7 +65,17 @@ class SinkHandler:
 
     messages: list[Received] = field(default_factory=list)
     reply: str = "250 OK"
+    refuse: dict[str, str] = field(default_factory=dict)
+    """Recipients refused at RCPT, with the reply each gets."""
     condition: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if not self.reply.startswith("250"):

@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -442,6 +442,59 @@ def test_permanent_refusal_fails_the_row_with_the_reason(sessions, sink):
     assert failed.last_error == "550 5.1.1 no such user"
     assert failed.sent_at is None
     assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
+
+
+BOB = "bob@customer.example"
+
+
+def queue_to_two(sessions: sessionmaker[Session]) -> int:
+    """A pending row addressed to ``CUSTOMER`` and ``BOB``."""
+    mail = replace(
+        build_mail(key="note:1", identity=IDENTITY, to=CUSTOMER, subject="[HD-000001] note",
+                   text="A note.\n", html="<p>A note.</p>\n", date=T0),
+        recipients=(CUSTOMER, BOB),
+    )
+    with transaction(sessions) as session:
+        return add_to_outbox(session.connection(), key="note:1", kind="note", mail=mail,
+                             case_id=None, now=T0)
+
+
+def test_recipients_refused_beside_others_are_recorded_on_the_sent_row(sessions, sink, caplog):
+    # Given a relay that takes the mail for one recipient and refuses the other
+    outbox_id = queue_to_two(sessions)
+    sink.handler.refuse[BOB] = "550 5.1.1 no such user"
+    # When the row is sent
+    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    # Then the mail went to the one, once, and the row says who refused it and why
+    assert delivery is not None and delivery.outcome == "sent" and delay is None
+    assert delivery.refused == (f"{BOB}: 550 5.1.1 no such user",)
+    assert [m.recipients for m in sink.messages] == [[CUSTOMER]]
+    sent = row(sessions, outbox_id)
+    assert (sent.status, sent.sent_at) == (OutboxStatus.SENT, T0)
+    assert sent.last_error == f"refused for some recipients: {BOB}: 550 5.1.1 no such user"
+    assert f"outbox {outbox_id}: sent, but refused for {BOB}" in caplog.text
+    # And it is not sent again
+    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
+
+
+@pytest.mark.parametrize(("bob_reply", "outcome", "status"), [
+    ("450 4.2.1 mailbox busy", "temporary", OutboxStatus.PENDING),
+    ("553 5.7.1 not here", "permanent", OutboxStatus.FAILED),
+])
+def test_a_mail_refused_for_every_recipient_fails_temporarily_if_any_refusal_is(
+    sessions, sink, bob_reply, outcome, status
+):
+    # Given a relay that refuses both recipients, the first for good
+    outbox_id = queue_to_two(sessions)
+    sink.handler.refuse.update({CUSTOMER: "550 5.1.1 no such user", BOB: bob_reply})
+    # When the row is sent
+    delivery, _ = send(sessions, relay_to(sink), outbox_id)
+    # Then nothing is delivered, and each refusal is named in the reason
+    reason = f"{CUSTOMER}: 550 5.1.1 no such user; {BOB}: {bob_reply}"
+    assert delivery == Delivery(outcome, reason)
+    assert sink.messages == []
+    refused = row(sessions, outbox_id)
+    assert (refused.status, refused.last_error, refused.sent_at) == (status, reason, None)
 
 
 def test_connection_refused_is_temporary(sessions):
