@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import re
@@ -373,6 +374,10 @@ class EmlFolder:
 
     @staticmethod
     def _name(raw: bytes) -> str:
+        """Named after the Message-ID, so a mail sent again is the same file; a mail
+        without one is named after its content, never after a shared default."""
         match = re.search(rb"(?im)^message-id:\s*<([^@>]+)@", raw)
-        stem = match.group(1).decode("ascii", "replace") if match else "mail"
+        if match is None:
+            return f"mail-{hashlib.sha256(raw).hexdigest()[:24]}.eml"
+        stem = match.group(1).decode("ascii", "replace")
         return re.sub(r"[^A-Za-z0-9._-]", "_", stem) + ".eml"

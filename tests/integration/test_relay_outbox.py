@@ -600,6 +600,18 @@ def test_eml_folder_writes_the_complete_mail(sessions, tmp_path):
     assert sent.status == OutboxStatus.SENT
 
 
+def test_eml_folder_keeps_apart_two_mails_without_a_message_id(tmp_path):
+    def committed(release) -> bool:
+        release()
+        return True
+
+    folder = EmlFolder(tmp_path)
+    first, second = (b"Subject: one\r\n\r\nOne.\r\n", b"Subject: two\r\n\r\nTwo.\r\n")
+    for raw in (first, second, first):  # the first again: a mail sent twice is one file
+        assert folder.deliver("s@x.example", [CUSTOMER], raw, committed).outcome == "sent"
+    assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == [first, second]
+
+
 def test_eml_folder_writes_nothing_when_the_commit_is_refused(tmp_path):
     folder = tmp_path / "outbox"
     delivery = EmlFolder(folder).deliver("s@x.example", [CUSTOMER], b"x", lambda release: False)
