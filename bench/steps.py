@@ -89,7 +89,7 @@ def main() -> None:
         for number in range(args.warmup + args.number):
             local = f"steps{number}x{time.time_ns()}"
             store, inbound_id = timed(
-                accept, runtime.sessions, make_mail(f"{local}@bench.example"), source="smtp",
+                accept, runtime.database, make_mail(f"{local}@bench.example"), source="smtp",
                 sender=f"{local}@customer.example", recipients=["support@example.com"],
                 now=utcnow(),
             )

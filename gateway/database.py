@@ -1,4 +1,4 @@
-"""Engines, sessions and migrations, the same for SQLite and PostgreSQL."""
+"""The database: engines, connections and migrations, the same for SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine tuned for the gateway's write pattern on either database.
+def make_engine(url: str, *, pool_size: int = 10, autocommit: bool = False) -> Engine:
+    """An engine tuned for the gateway's write pattern on either database
+    (``autocommit``: on PostgreSQL, every connection of its pool in autocommit).
 
     SQLite: WAL with full sync (an accepted mail must survive a power cut),
     a busy timeout, and ``BEGIN IMMEDIATE`` so that concurrent writers queue
@@ -42,7 +43,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, **options)
     pinger = _PingWhenIdle(engine)
     event.listen(engine, "checkin", pinger.checkin)
     event.listen(engine, "checkout", pinger.checkout)
@@ -123,36 +125,73 @@ _UNQUEUED = "helpdesk_unqueued"
 """Execution option: this SQLite connection only reads, and takes no writer's place."""
 
 
-@contextmanager
-def reading(sessions: sessionmaker[Session]) -> Iterator[Connection]:
-    """A connection for reads that need no transaction of their own.
+class Database:
+    """The gateway's connections: transactions, reads, and statements that stand alone.
 
-    On PostgreSQL it runs in autocommit, sparing a BEGIN and a ROLLBACK round
-    trip; on SQLite it does not queue behind the writers (WAL lets readers
-    read while one writes).
+    Plain SQLAlchemy Core connections: the gateway writes with prepared Core
+    statements, and an ORM session around each would cost more than the
+    statements it runs. On PostgreSQL, reads and single statements take their
+    connection from a second pool, kept in autocommit: switching a pooled
+    connection into autocommit and back costs more than the read itself.
+    Each thread holds at most one connection at a time, from either pool.
     """
-    with sessions() as session:
-        postgresql = session.get_bind().dialect.name == "postgresql"
-        options = {"isolation_level": "AUTOCOMMIT"} if postgresql else {_UNQUEUED: True}
-        yield session.connection(execution_options=options)
 
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.engine = make_engine(url, pool_size=pool_size)
+        self._autocommit = (
+            make_engine(url, pool_size=pool_size, autocommit=True)
+            if self.engine.dialect.name == "postgresql" else None
+        )
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        """ORM sessions, for tools and tests that read whole rows."""
 
-@contextmanager
-def writing_once(sessions: sessionmaker[Session]) -> Iterator[Connection]:
-    """A connection for one statement that is a transaction by itself, committed
-    when the block ends without error.
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
 
-    On PostgreSQL the statement runs in autocommit: the server commits it
-    before answering, durably, sparing a BEGIN and a COMMIT round trip. On
-    SQLite it is an ordinary write transaction, queued behind the other
-    writers. Only for a single statement: in autocommit two would commit apart.
-    """
-    with sessions() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction of their own.
+
+        On PostgreSQL it is in autocommit, sparing a BEGIN and a ROLLBACK round
+        trip; on SQLite it does not queue behind the writers (WAL lets readers
+        read while one writes).
+        """
+        if self._autocommit is not None:
+            with self._autocommit.connect() as connection:
+                yield connection
             return
-        with session.begin():
-            yield session.connection()
+        with self.engine.connect().execution_options(**{_UNQUEUED: True}) as connection:
+            yield connection
+
+    @contextmanager
+    def writing_once(self) -> Iterator[Connection]:
+        """A connection for one statement that is a transaction by itself, committed
+        when the block ends without error.
+
+        On PostgreSQL the statement runs in autocommit: the server commits it
+        before answering, durably, sparing a BEGIN and a COMMIT round trip. On
+        SQLite it is an ordinary write transaction, queued behind the other
+        writers. Only for a single statement: in autocommit two would commit apart.
+        """
+        if self._autocommit is not None:
+            with self._autocommit.connect() as connection:
+                yield connection
+            return
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection whose work is committed on success and rolled back on error."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    def connect(self) -> Connection:
+        """A connection whose transaction its user commits (``commit_right_after``
+        included); closing it uncommitted rolls back."""
+        return self.engine.connect()
 
 
 def new_id(result: CursorResult[Any]) -> int:
@@ -163,21 +202,10 @@ def new_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-@contextmanager
-def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """A session whose work is committed on success and rolled back on error."""
-    with sessions() as session, session.begin():
-        yield session
-
-
 def commit_right_after(
-    session: Session, step: Callable[[], None], *, timeout: float = 30.0
+    connection: Connection, step: Callable[[], None], *, timeout: float = 30.0
 ) -> None:
-    """Run ``step``, then commit the session's transaction with as little time
+    """Run ``step``, then commit the connection's transaction with as little time
     between the two as the database allows.
 
     For a commit that records something done outside the database (the
@@ -193,10 +221,9 @@ def commit_right_after(
     ``step`` has run, ``OperationalError`` is raised and the connection is
     dropped from the pool.
     """
-    connection = session.connection()
     if connection.dialect.name != "postgresql":
         step()
-        session.commit()
+        connection.commit()
         return
     driver = connection.connection.driver_connection
     pgconn = driver.pgconn  # type: ignore[union-attr]
@@ -207,7 +234,7 @@ def commit_right_after(
     except Exception as error:
         connection.invalidate(error)
         raise OperationalError("COMMIT", None, error) from error
-    session.commit()  # the driver finds no transaction open and sends nothing
+    connection.commit()  # the driver finds no transaction open and sends nothing
 
 
 def _await_commit(pgconn: Any, deadline: float) -> None:

@@ -12,9 +12,8 @@ from datetime import datetime
 
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.database import new_id, writing_once
+from gateway.database import Database, new_id
 from gateway.errors import StoreUnavailable
 from gateway.mail import identify
 from gateway.models import INBOUND, InboundStatus
@@ -23,7 +22,7 @@ _STORE = insert(INBOUND)
 
 
 def accept(
-    sessions: sessionmaker[Session],
+    database: Database,
     raw: bytes,
     *,
     source: str,
@@ -35,7 +34,7 @@ def accept(
     cannot take it (the edge then asks the sender to retry)."""
     message_id, digest = identify(raw)
     try:
-        with writing_once(sessions) as connection:
+        with database.writing_once() as connection:
             return new_id(connection.execute(_STORE, {
                 "received_at": now, "source": source, "envelope_sender": sender,
                 "envelope_recipients": list(recipients), "message_id": message_id,

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, insert, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Outgoing
-from gateway.database import commit_right_after, new_id, transaction
+from gateway.database import Database, commit_right_after, new_id
 from gateway.models import OUTBOX, OutboxStatus
 from gateway.relay import Delivery, Transport
 
@@ -108,15 +107,15 @@ def claimed_row(outbox_id: int, token: str, mail: Outgoing) -> Claimed:
     return Claimed(outbox_id, token, mail.sender, tuple(mail.recipients), mail.raw, 1)
 
 
-def claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> Claimed | None:
+def claim(database: Database, outbox_id: int, now: datetime) -> Claimed | None:
     """Take the row for sending, or ``None`` if it is not due or someone else has it.
 
     One conditional ``UPDATE … RETURNING``: the row is taken and read in a
     single statement, so two claimants cannot both see it pending.
     """
     token = claim_token()
-    with transaction(sessions) as session:
-        taken = session.connection().execute(
+    with database.transaction() as connection:
+        taken = connection.execute(
             _CLAIM, {"outbox_id": outbox_id, "token": token, "now": now}
         ).one_or_none()
     if taken is None:
@@ -126,26 +125,26 @@ def claim(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> Cla
 
 
 def _settle(
-    sessions: sessionmaker[Session], claimed: Claimed,
+    database: Database, claimed: Claimed,
     release: Callable[[], None] | None = None, **values: object,
 ) -> bool:
     """Set ``values`` on the row if it is still ours; ``release`` runs just before
     the commit (see ``commit_right_after``), and not at all if the row is lost."""
-    with sessions() as session:
-        held = session.connection().execute(
+    with database.connect() as connection:
+        held = connection.execute(
             _SETTLE, {"outbox_id": claimed.id, "held_claim": claimed.claim, **values}
         ).rowcount
         if not held:
-            return False  # closing the session rolls back
+            return False  # closing the connection rolls back
         if release is None:
-            session.commit()
+            connection.commit()
         else:
-            commit_right_after(session, release)
+            commit_right_after(connection, release)
         return True
 
 
 def send_one(
-    sessions: sessionmaker[Session],
+    database: Database,
     transport: Transport,
     outbox_id: int,
     now: datetime,
@@ -154,36 +153,36 @@ def send_one(
 ) -> tuple[Delivery | None, timedelta | None]:
     """Try to send one row. Returns the delivery (``None`` if not ours to send) and,
     after a temporary failure, the delay before the next attempt."""
-    claimed = claim(sessions, outbox_id, now)
+    claimed = claim(database, outbox_id, now)
     if claimed is None:
         return None, None
-    return send_claimed(sessions, transport, claimed, now, max_attempts=max_attempts)
+    return send_claimed(database, transport, claimed, now, max_attempts=max_attempts)
 
 
-def release(sessions: sessionmaker[Session], claimed: Claimed, now: datetime) -> bool:
+def release(database: Database, claimed: Claimed, now: datetime) -> bool:
     """Give back a row that was claimed but not sent, as pending and due now, without
     counting the attempt; False if it is no longer ours, or no longer being sent
     (a row recorded as sent is never handed out again)."""
-    with transaction(sessions) as session:
-        released = session.connection().execute(
+    with database.transaction() as connection:
+        released = connection.execute(
             _RELEASE, {"outbox_id": claimed.id, "held_claim": claimed.claim, "now": now}
         ).rowcount
     return bool(released)
 
 
-def _record_refused(sessions: sessionmaker[Session], claimed: Claimed, delivery: Delivery) -> None:
+def _record_refused(database: Database, claimed: Claimed, delivery: Delivery) -> None:
     """Note on a sent row the recipients the relay refused (``Delivery.refused``),
     so that a person sees who did not get it; they are not tried again."""
     refused = "; ".join(delivery.refused)
     log.warning("outbox %s: sent, but refused for %s", claimed.id, refused)
     try:
-        _settle(sessions, claimed, last_error=f"refused for some recipients: {refused}"[:2000])
+        _settle(database, claimed, last_error=f"refused for some recipients: {refused}"[:2000])
     except Exception:  # the mail is sent and recorded as sent; only the note is lost
         log.exception("outbox %s: the refused recipients could not be recorded", claimed.id)
 
 
 def send_claimed(
-    sessions: sessionmaker[Session],
+    database: Database,
     transport: Transport,
     claimed: Claimed,
     now: datetime,
@@ -201,7 +200,7 @@ def send_claimed(
             released = True
 
         try:
-            return _settle(sessions, claimed, let_go, status=OutboxStatus.SENT, sent_at=now,
+            return _settle(database, claimed, let_go, status=OutboxStatus.SENT, sent_at=now,
                            last_error=None)
         except Exception:
             if released:
@@ -212,13 +211,13 @@ def send_claimed(
 
     delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
     if delivery.refused:
-        _record_refused(sessions, claimed, delivery)
+        _record_refused(database, claimed, delivery)
     if delivery.outcome in ("sent", "aborted"):
         return delivery, None
     if delivery.outcome == "temporary" and claimed.attempts < max_attempts:
         delay = retry_delay(claimed.attempts)
         _settle(
-            sessions, claimed, status=OutboxStatus.PENDING, claim=None,
+            database, claimed, status=OutboxStatus.PENDING, claim=None,
             next_attempt_at=now + delay, last_error=delivery.detail, sent_at=None,
         )
         log.warning("outbox %s: %s; retry in %s", outbox_id, delivery.detail, delay)
@@ -226,6 +225,6 @@ def send_claimed(
     reason = delivery.detail
     if delivery.outcome == "temporary":
         reason = f"gave up after {claimed.attempts} attempts: {reason}"
-    _settle(sessions, claimed, status=OutboxStatus.FAILED, last_error=reason, sent_at=None)
+    _settle(database, claimed, status=OutboxStatus.FAILED, last_error=reason, sent_at=None)
     log.error("outbox %s failed: %s", outbox_id, reason)
     return delivery, None

@@ -39,12 +39,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.casenumber import find_case_number, format_number, subject_tag
 from gateway.classify import Envelope, Verdict, classify
 from gateway.compose import Identity, Outgoing, Renderer, build_mail
-from gateway.database import new_id, reading, transaction
+from gateway.database import Database, new_id
 from gateway.deadlines import due_at
 from gateway.decide import (
     NewCase,
@@ -68,7 +67,7 @@ log = logging.getLogger(__name__)
 class PipelineContext:
     """Everything the pipeline needs besides the message and the time."""
 
-    sessions: sessionmaker[Session]
+    database: Database
     policy: Policy
     renderer: Renderer
     identity: Identity
@@ -111,28 +110,24 @@ def process_inbound(
         raise  # the database is unwell: the broker retries, the sweep re-enqueues
     except Exception as error:  # a defect must not block the message forever: a person looks
         log.exception("inbound %s quarantined", inbound_id)
-        return quarantine(context.sessions, inbound_id, now, f"processing failed: {error!r}")
+        return quarantine(context.database, inbound_id, now, f"processing failed: {error!r}")
 
 
-def quarantine(
-    sessions: sessionmaker[Session], inbound_id: int, now: datetime, reason: str
-) -> Outcome:
+def quarantine(database: Database, inbound_id: int, now: datetime, reason: str) -> Outcome:
     """Set a message aside for a person, with the reason; it stays stored."""
     try:
-        with transaction(sessions) as session:
-            return _finish(
-                session.connection(), inbound_id, InboundStatus.QUARANTINED, now, reason[:2000]
-            )
+        with database.transaction() as connection:
+            return _finish(connection, inbound_id, InboundStatus.QUARANTINED, now, reason[:2000])
     except _HandledMeanwhile:
-        return _skipped(sessions, inbound_id)
+        return _skipped(database, inbound_id)
 
 
 class _HandledMeanwhile(Exception):
     """The message was no longer waiting when this run came to mark it handled."""
 
 
-def _skipped(sessions: sessionmaker[Session], inbound_id: int) -> Outcome:
-    with reading(sessions) as connection:
+def _skipped(database: Database, inbound_id: int) -> Outcome:
+    with database.reading() as connection:
         row = _stored(connection, inbound_id)
     return Outcome("skipped", row.case_id if row else None)
 
@@ -181,7 +176,7 @@ def _process(
 ) -> Outcome:
     # Parsing is the pipeline's heaviest pure work: it is done before the write
     # transaction, so that SQLite's single writer is held for database work only.
-    with reading(context.sessions) as connection:
+    with context.database.reading() as connection:
         row = _stored(connection, inbound_id)
     if row is None or row.status != InboundStatus.RECEIVED:
         return Outcome("skipped", row.case_id if row else None)
@@ -189,13 +184,12 @@ def _process(
         mail = parse_message(row.raw)
     except Exception as error:  # one message must never stop the pipeline
         log.exception("inbound %s cannot be parsed", inbound_id)
-        return quarantine(context.sessions, inbound_id, now, f"cannot be parsed: {error!r}")
+        return quarantine(context.database, inbound_id, now, f"cannot be parsed: {error!r}")
     try:
-        with transaction(context.sessions) as session:
-            return _decide(context, session.connection(), inbound_id, row, mail, now,
-                           claim_outbox)
+        with context.database.transaction() as connection:
+            return _decide(context, connection, inbound_id, row, mail, now, claim_outbox)
     except _HandledMeanwhile:
-        return _skipped(context.sessions, inbound_id)
+        return _skipped(context.database, inbound_id)
 
 
 def _decide(

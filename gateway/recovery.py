@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Select, select, update
 
-from gateway.database import transaction
-from gateway.models import InboundMessage, InboundStatus, OutboxRow, OutboxStatus
+from gateway.database import Database
+from gateway.models import INBOUND, OUTBOX, InboundStatus, OutboxStatus
 
 log = logging.getLogger(__name__)
 BATCH = 1000
@@ -42,7 +41,7 @@ class SweepReport:
 
 
 def sweep(
-    sessions: sessionmaker[Session], dispatch: Dispatcher, now: datetime, stale_after: timedelta
+    database: Database, dispatch: Dispatcher, now: datetime, stale_after: timedelta
 ) -> SweepReport:
     """Re-enqueue inbound mail and outbox rows that have waited longer than ``stale_after``.
 
@@ -52,27 +51,27 @@ def sweep(
     with an empty in-process queue) everything unfinished is handed out.
     """
     cutoff = now - stale_after
-    with transaction(sessions) as session:
-        inbound = _stale(session, select(InboundMessage.id).where(
-            InboundMessage.status == InboundStatus.RECEIVED, InboundMessage.enqueued_at <= cutoff
+    with database.transaction() as connection:
+        inbound = _stale(connection, select(INBOUND.c.id).where(
+            INBOUND.c.status == InboundStatus.RECEIVED, INBOUND.c.enqueued_at <= cutoff
         ))
         if inbound:
-            session.execute(
-                update(InboundMessage).where(InboundMessage.id.in_(inbound)).values(enqueued_at=now)
+            connection.execute(
+                update(INBOUND).where(INBOUND.c.id.in_(inbound)).values(enqueued_at=now)
             )
-        outbox = _stale(session, select(OutboxRow.id).where(
-            OutboxRow.status == OutboxStatus.PENDING, OutboxRow.next_attempt_at <= cutoff
+        outbox = _stale(connection, select(OUTBOX.c.id).where(
+            OUTBOX.c.status == OutboxStatus.PENDING, OUTBOX.c.next_attempt_at <= cutoff
         ))
         if outbox:
-            session.execute(
-                update(OutboxRow).where(OutboxRow.id.in_(outbox)).values(next_attempt_at=now)
+            connection.execute(
+                update(OUTBOX).where(OUTBOX.c.id.in_(outbox)).values(next_attempt_at=now)
             )
         # After the pending rows were read, so that a released one is handed out once.
-        reclaimed = list(session.scalars(
-            update(OutboxRow)
-            .where(OutboxRow.status == OutboxStatus.SENDING, OutboxRow.claimed_at <= cutoff)
+        reclaimed = list(connection.scalars(
+            update(OUTBOX)
+            .where(OUTBOX.c.status == OutboxStatus.SENDING, OUTBOX.c.claimed_at <= cutoff)
             .values(status=OutboxStatus.PENDING, claim=None, next_attempt_at=now)
-            .returning(OutboxRow.id)
+            .returning(OUTBOX.c.id)
         ))
     for inbound_id in inbound:
         dispatch.process(inbound_id)
@@ -85,5 +84,5 @@ def sweep(
     return report
 
 
-def _stale(session: Session, query: object) -> list[int]:
-    return list(session.scalars(query.order_by("id").limit(BATCH)))  # type: ignore[attr-defined]
+def _stale(connection: Connection, query: Select[tuple[int]]) -> list[int]:
+    return list(connection.scalars(query.order_by("id").limit(BATCH)))

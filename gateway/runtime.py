@@ -13,10 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.compose import Identity, Renderer
-from gateway.database import make_engine, make_sessionmaker
+from gateway.database import Database
 from gateway.decide import ReplyLimit
 from gateway.pipeline import PipelineContext
 from gateway.policy.loader import load_named
@@ -27,14 +26,17 @@ from gateway.settings import Settings
 @dataclass
 class Runtime:
     settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
+    database: Database
     pipeline: PipelineContext
     transport: Transport
 
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
     def close(self) -> None:
         self.transport.close()
-        self.engine.dispose()
+        self.database.dispose()
 
 
 def loop_token(settings: Settings) -> str:
@@ -60,15 +62,14 @@ def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
     """
     policy = load_named(settings.policy, Path(settings.policies_dir),
                         named_by=(settings.origin("policy"), "policy"))
-    engine = make_engine(settings.database_url, pool_size=pool_size)
-    sessions = make_sessionmaker(engine)
+    database = Database(settings.database_url, pool_size=pool_size)
     identity = Identity(
         sender=settings.sender_address,
         message_id_domain=settings.message_id_domain,
         loop_token=loop_token(settings),
     )
     pipeline = PipelineContext(
-        sessions=sessions,
+        database=database,
         policy=policy,
         renderer=Renderer(Path(settings.templates_dir)),
         identity=identity,
@@ -79,4 +80,4 @@ def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
             ReplyLimit(settings.auto_replies.per_10_hours, timedelta(hours=10), "10 hours"),
         ),
     )
-    return Runtime(settings, engine, sessions, pipeline, make_transport(settings))
+    return Runtime(settings, database, pipeline, make_transport(settings))

@@ -56,7 +56,7 @@ class Sweeper:
 
     def once(self, stale_after: timedelta) -> None:
         try:
-            sweep(self.runtime.sessions, self.dispatch, utcnow(), stale_after)
+            sweep(self.runtime.database, self.dispatch, utcnow(), stale_after)
         except Exception:  # the database may be away; the next round tries again
             log.exception("recovery sweep failed")
 
@@ -82,7 +82,7 @@ class Sweeper:
 
 def smtp_handler(runtime: Runtime, dispatch: Dispatcher) -> InboundHandler:
     def store(raw: bytes, sender: str, recipients: list[str]) -> int:
-        return accept(runtime.sessions, raw, source="smtp", sender=sender,
+        return accept(runtime.database, raw, source="smtp", sender=sender,
                       recipients=recipients, now=utcnow())
 
     return InboundHandler(store, dispatch.process, runtime.settings.support.addresses, utcnow)

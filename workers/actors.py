@@ -89,10 +89,10 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
 
     def deliver(outbox_id: int, claimed: Claimed | None = None) -> None:
         if claimed is None:
-            delivery, delay = send_one(runtime.sessions, runtime.transport, outbox_id, utcnow(),
+            delivery, delay = send_one(runtime.database, runtime.transport, outbox_id, utcnow(),
                                        max_attempts=max_attempts)
         else:
-            delivery, delay = send_claimed(runtime.sessions, runtime.transport, claimed,
+            delivery, delay = send_claimed(runtime.database, runtime.transport, claimed,
                                            utcnow(), max_attempts=max_attempts)
         if delivery is not None and delivery.outcome == "temporary":
             trouble.seen()
@@ -116,7 +116,7 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
         settled or reclaimed meanwhile); if even that fails, the recovery sweep
         releases the stale claim."""
         try:
-            if release(runtime.sessions, claimed, utcnow()):
+            if release(runtime.database, claimed, utcnow()):
                 dispatcher.send(claimed.id)
         except Exception:
             log.exception("outbox %s: could not be released; the recovery sweep will",

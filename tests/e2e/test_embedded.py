@@ -50,7 +50,7 @@ def send(gateway: Embedded, raw: bytes, to: str = "support@example.com",
 
 
 def count(gateway: Embedded, model: type) -> int:
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
@@ -60,7 +60,7 @@ def test_p1_mail_gets_acknowledgement_with_case_number_and_severity(gateway, sin
     (ack,) = sink.wait_for(1)
 
     message = ack.message
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         case = session.scalars(select(Case)).one()
     assert case.severity == 1
     assert ack.recipients == ["alice@customer.example"]
@@ -81,7 +81,7 @@ def test_mail_without_marker_gets_the_policy_default_level(gateway, sink):
 
     (ack,) = sink.wait_for(1)
 
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         case = session.scalars(select(Case)).one()
     default = gateway.runtime.pipeline.policy.default_level
     assert case.severity == default
@@ -98,7 +98,7 @@ def test_same_message_id_twice_makes_one_case_and_one_acknowledgement(gateway, s
 
     assert len(sink.messages) == 1
     assert count(gateway, Case) == 1
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         statuses = sorted(session.scalars(select(InboundMessage.status)))
     assert statuses == [InboundStatus.DUPLICATE, InboundStatus.PROCESSED]
 
@@ -115,7 +115,7 @@ def test_automatic_mail_and_bounce_are_stored_but_not_acknowledged(gateway, sink
     assert len(sink.messages) == 1
     assert "a real one" in sink.messages[0].message["Subject"]
     assert count(gateway, InboundMessage) == 3
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         rows = {row.envelope_sender: row for row in session.scalars(select(InboundMessage))}
     assert rows[""].status == InboundStatus.IGNORED
     assert "bounce" in (rows[""].reason or "")
@@ -126,7 +126,7 @@ def wait_until_processed(gateway: Embedded, timeout: float = 20.0) -> list[Inbou
     """Every stored message once none is still waiting for the pipeline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with gateway.runtime.sessions() as session:
+        with gateway.runtime.database.session() as session:
             rows = list(session.scalars(select(InboundMessage).order_by(InboundMessage.id)))
         if rows and all(row.status != InboundStatus.RECEIVED for row in rows):
             return rows
@@ -137,7 +137,7 @@ def wait_until_processed(gateway: Embedded, timeout: float = 20.0) -> list[Inbou
 def test_reply_in_the_thread_joins_its_case_and_a_forged_tag_does_not(gateway, sink):
     send(gateway, mail("[P2] Slow recognition", message_id="opening"))
     (ack,) = sink.wait_for(1)
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         case = session.scalars(select(Case)).one()
 
     # The customer answers the acknowledgement; a stranger only copies the tag.
@@ -154,7 +154,7 @@ def test_reply_in_the_thread_joins_its_case_and_a_forged_tag_does_not(gateway, s
     assert rows[2].case_id not in (None, case.id)
     assert count(gateway, Case) == 2
     assert len(sink.messages) == 2  # the stranger's mail opened a case of its own
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         kinds = list(session.scalars(
             select(CaseEvent.kind).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
         ))
@@ -178,7 +178,7 @@ def test_automatic_replies_to_one_address_stop_at_the_limit(tmp_path, sink):
         rows = wait_until_processed(running)
         sink.wait_for(3)
         sink.settle(quiet=1.0)
-        with running.runtime.sessions() as session:
+        with running.runtime.database.session() as session:
             withheld = list(session.scalars(
                 select(CaseEvent).where(CaseEvent.kind == "acknowledgement_withheld")
             ))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from gateway.database import make_engine, make_sessionmaker
+from gateway.database import Database
 from gateway.models import Case, InboundMessage, ThreadEntry
 from tests.conftest import Sink, free_port, mail
 from tests.deployment import Deployment
@@ -112,8 +112,8 @@ def assert_exactly_once(deployment: Deployment, sink: Sink, burst: Burst) -> Non
     doubles = {m for m in replied if replied.count(m) > 1}
     assert not doubles, f"acknowledged twice: {sorted(doubles)[:5]}"
     assert set(replied) == set(burst.ids)
-    engine = make_engine(deployment.pg_url)  # type: ignore[attr-defined]
-    with make_sessionmaker(engine)() as session:
+    database = Database(deployment.pg_url)  # type: ignore[attr-defined]
+    with database.session() as session:
         cases = session.scalar(select(func.count()).select_from(Case))
         entries = session.execute(
             select(ThreadEntry.message_id, func.count())
@@ -123,7 +123,7 @@ def assert_exactly_once(deployment: Deployment, sink: Sink, burst: Burst) -> Non
             select(func.count()).select_from(InboundMessage)
             .where(InboundMessage.status == "received")
         )
-    engine.dispose()
+    database.dispose()
     assert cases == len(burst.ids)
     assert all(n == 1 for _, n in entries)
     assert unprocessed == 0

@@ -58,7 +58,7 @@ def relay_down(tmp_path) -> Iterator[Runtime]:
 
 
 def arrive(runtime: Runtime, subject: str) -> int:
-    return accept(runtime.sessions, mail(subject), source="smtp",
+    return accept(runtime.database, mail(subject), source="smtp",
                   sender="alice@customer.example", recipients=["support@example.com"],
                   now=utcnow())
 
@@ -70,7 +70,7 @@ def queued(broker: StubBroker, queue_name: str) -> list[int]:
 
 
 def outbox(runtime: Runtime) -> list[OutboxRow]:
-    with runtime.sessions() as session:
+    with runtime.database.session() as session:
         return list(session.query(OutboxRow).order_by(OutboxRow.id))
 
 
@@ -148,9 +148,9 @@ def test_a_row_claimed_with_its_case_by_a_process_that_died_is_recovered(
     assert (row.id, row.status, row.claim) == (claimed.id, OutboxStatus.SENDING, claimed.claim)
     stale_after = timedelta(seconds=runtime.settings.recovery.stale_after)
     # When the sweep runs before the claim is stale, the row is left alone
-    assert not sweep(runtime.sessions, dispatch, opened + stale_after / 2, stale_after)
+    assert not sweep(runtime.database, dispatch, opened + stale_after / 2, stale_after)
     # And once it is stale, the row is released and handed to the sending queue
-    report = sweep(runtime.sessions, dispatch, opened + stale_after, stale_after)
+    report = sweep(runtime.database, dispatch, opened + stale_after, stale_after)
     assert report.reclaimed == 1
     [row] = outbox(runtime)
     assert (row.status, row.claim) == (OutboxStatus.PENDING, None)

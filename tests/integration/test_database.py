@@ -12,44 +12,36 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.database import (
-    _PingWhenIdle,
-    commit_right_after,
-    make_engine,
-    make_sessionmaker,
-    reading,
-    transaction,
-)
+from gateway.database import Database, _PingWhenIdle, commit_right_after
 from tests.proxy import TcpProxy
 
 
 @pytest.fixture
-def proxied(pg_url: str) -> Iterator[tuple[Engine, TcpProxy]]:
+def proxied(pg_url: str) -> Iterator[tuple[Database, TcpProxy]]:
     url = make_url(pg_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    engine = make_engine(url.set(port=proxy.port).render_as_string(hide_password=False))
+    database = Database(url.set(port=proxy.port).render_as_string(hide_password=False))
     try:
-        yield engine, proxy
+        yield database, proxy
     finally:
-        engine.dispose()
+        database.dispose()
         proxy.close()
 
 
 @pytest.fixture
-def pg_sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    """Sessions on a fresh PostgreSQL database, one pooled connection (reused each time)."""
-    engine = make_engine(pg_url, pool_size=1)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def pg_database(pg_url: str) -> Iterator[Database]:
+    """A fresh PostgreSQL database, one pooled connection per pool (reused each time)."""
+    database = Database(pg_url, pool_size=1)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture
-def sqlite_sessions(tmp_path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def sqlite_database(tmp_path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path}/t.sqlite3")
+    yield database
+    database.dispose()
 
 
 def pid(engine: Engine) -> int:
@@ -58,7 +50,8 @@ def pid(engine: Engine) -> int:
 
 
 def test_connection_cut_while_idle_is_replaced_before_use(proxied, monkeypatch):
-    engine, proxy = proxied
+    database, proxy = proxied
+    engine = database.engine
     first = pid(engine)
     # Given the pooled connection's link is cut while it lies idle
     proxy.cut()
@@ -70,7 +63,8 @@ def test_connection_cut_while_idle_is_replaced_before_use(proxied, monkeypatch):
 
 
 def test_connection_used_moments_ago_is_not_pinged(proxied):
-    engine, proxy = proxied
+    database, proxy = proxied
+    engine = database.engine
     pid(engine)
     # A cut just after use is not looked for (no round trip per checkout):
     # that one use fails, and the pool starts afresh for the next.
@@ -81,29 +75,29 @@ def test_connection_used_moments_ago_is_not_pinged(proxied):
     assert pid(engine) > 0
 
 
-def test_reading_sees_committed_rows_and_leaves_no_transaction_open(pg_sessions):
-    with transaction(pg_sessions) as session:
-        session.execute(text("create table t (n int)"))
-        session.execute(text("insert into t values (1)"))
-    with reading(pg_sessions) as connection:
+def test_reading_sees_committed_rows_and_leaves_no_transaction_open(pg_database):
+    with pg_database.transaction() as connection:
+        connection.execute(text("create table t (n int)"))
+        connection.execute(text("insert into t values (1)"))
+    with pg_database.reading() as connection:
         assert connection.scalar(text("select n from t")) == 1
         # autocommit: no BEGIN was sent, no transaction stays open after the read
         status = connection.connection.dbapi_connection.info.transaction_status
         assert status == psycopg.pq.TransactionStatus.IDLE
 
 
-def test_sqlite_read_does_not_wait_for_the_writer(sqlite_sessions):
-    with transaction(sqlite_sessions) as session:
-        session.execute(text("create table t (n int)"))
-        session.execute(text("insert into t values (1)"))
+def test_sqlite_read_does_not_wait_for_the_writer(sqlite_database):
+    with sqlite_database.transaction() as connection:
+        connection.execute(text("create table t (n int)"))
+        connection.execute(text("insert into t values (1)"))
     seen: list[list[int]] = []
 
     def read() -> None:
-        with reading(sqlite_sessions) as connection:
+        with sqlite_database.reading() as connection:
             seen.append(list(connection.scalars(text("select n from t"))))
 
     # While a writer holds the lock with an uncommitted change,
-    with transaction(sqlite_sessions) as writer:
+    with sqlite_database.transaction() as writer:
         writer.execute(text("insert into t values (2)"))
         # a reader does not wait for it: it sees what is committed.
         reader = threading.Thread(target=read, daemon=True)
@@ -112,86 +106,86 @@ def test_sqlite_read_does_not_wait_for_the_writer(sqlite_sessions):
         assert seen == [[1]]
 
 
-def test_a_transaction_after_a_read_is_still_all_or_nothing(pg_sessions):
-    # The autocommit of a read must not stay on the pooled connection it used.
-    with transaction(pg_sessions) as session:
-        session.execute(text("create table t (n int)"))
-    with reading(pg_sessions) as connection:
-        first = connection.connection.dbapi_connection
+def test_a_transaction_after_a_read_is_still_all_or_nothing(pg_database):
+    # Reads run in autocommit; a transaction never gets one of their connections.
+    with pg_database.transaction() as connection:
+        connection.execute(text("create table t (n int)"))
+    with pg_database.reading() as connection:
+        read_by = connection.connection.dbapi_connection
         connection.scalar(text("select count(*) from t"))
-    with pytest.raises(RuntimeError), transaction(pg_sessions) as session:
-        assert session.connection().connection.dbapi_connection is first
-        session.execute(text("insert into t values (1)"))
+    with pytest.raises(RuntimeError), pg_database.transaction() as connection:
+        written_by = connection.connection.dbapi_connection
+        assert written_by is not read_by and not written_by.autocommit
+        connection.execute(text("insert into t values (1)"))
         raise RuntimeError("fails after the first write")
-    with reading(pg_sessions) as connection:
+    with pg_database.reading() as connection:
         assert connection.scalar(text("select count(*) from t")) == 0
 
 
-def test_sqlite_writer_after_a_read_still_queues(sqlite_sessions):
+def test_sqlite_writer_after_a_read_still_queues(sqlite_database):
     # The reader's pass around the writer queue must not stay with its connection.
-    with reading(sqlite_sessions) as connection:
+    with sqlite_database.reading() as connection:
         connection.scalar(text("select 1"))
-    with transaction(sqlite_sessions) as session:
-        assert session.connection().info.get("holds_writer_lock") is True
+    with sqlite_database.transaction() as connection:
+        assert connection.info.get("holds_writer_lock") is True
 
 
 # --- a commit right after a step ----------------------------------------------------------
 
 
-def make_table(sessions: sessionmaker[Session]) -> None:
-    with transaction(sessions) as session:
-        session.execute(text("create table t (n int)"))
+def make_table(database: Database) -> None:
+    with database.transaction() as connection:
+        connection.execute(text("create table t (n int)"))
 
 
-def committed(sessions: sessionmaker[Session]) -> list[int]:
-    with reading(sessions) as connection:
+def committed(database: Database) -> list[int]:
+    with database.reading() as connection:
         return list(connection.scalars(text("select n from t order by n")))
 
 
-@pytest.mark.parametrize("database", ["pg_sessions", "sqlite_sessions"])
-def test_commit_right_after_runs_the_step_then_commits(database, request):
-    sessions = request.getfixturevalue(database)
-    make_table(sessions)
+@pytest.mark.parametrize("which", ["pg_database", "sqlite_database"])
+def test_commit_right_after_runs_the_step_then_commits(which, request):
+    database = request.getfixturevalue(which)
+    make_table(database)
     seen_by_the_step: list[list[int]] = []
-    with sessions() as session:
-        session.execute(text("insert into t values (1)"))
-        commit_right_after(session, lambda: seen_by_the_step.append(committed(sessions)))
+    with database.connect() as connection:
+        connection.execute(text("insert into t values (1)"))
+        commit_right_after(connection, lambda: seen_by_the_step.append(committed(database)))
     # The step ran while the change was not yet committed; then it was.
     assert seen_by_the_step == [[]]
-    assert committed(sessions) == [1]
+    assert committed(database) == [1]
     # And the pooled connection carries on with ordinary transactions.
-    with transaction(sessions) as session:
-        session.execute(text("insert into t values (2)"))
-    assert committed(sessions) == [1, 2]
+    with database.transaction() as connection:
+        connection.execute(text("insert into t values (2)"))
+    assert committed(database) == [1, 2]
 
 
-@pytest.mark.parametrize("database", ["pg_sessions", "sqlite_sessions"])
-def test_nothing_is_committed_when_the_step_fails(database, request):
-    sessions = request.getfixturevalue(database)
-    make_table(sessions)
+@pytest.mark.parametrize("which", ["pg_database", "sqlite_database"])
+def test_nothing_is_committed_when_the_step_fails(which, request):
+    database = request.getfixturevalue(which)
+    make_table(database)
 
     def step() -> None:
         raise OSError("the relay went away")
 
-    with pytest.raises(OSError), sessions() as session:
-        session.execute(text("insert into t values (1)"))
-        commit_right_after(session, step)
-    assert committed(sessions) == []
+    with pytest.raises(OSError), database.connect() as connection:
+        connection.execute(text("insert into t values (1)"))
+        commit_right_after(connection, step)
+    assert committed(database) == []
 
 
 def test_a_commit_lost_after_the_step_is_an_error_and_the_pool_recovers(proxied):
-    engine, proxy = proxied
-    sessions = make_sessionmaker(engine)
-    make_table(sessions)
+    database, proxy = proxied
+    make_table(database)
     # Given the database's link is cut just as the step is done
-    with pytest.raises(OperationalError) as raised, sessions() as session:
-        session.execute(text("insert into t values (1)"))
-        commit_right_after(session, proxy.cut)
+    with pytest.raises(OperationalError) as raised, database.connect() as connection:
+        connection.execute(text("insert into t values (1)"))
+        commit_right_after(connection, proxy.cut)
     # Then the caller hears the commit failed; the server never got it
     assert raised.value.statement == "COMMIT"
     proxy.restore()
-    assert committed(sessions) == []
+    assert committed(database) == []
     # And the pool serves sound connections again
-    with transaction(sessions) as session:
-        session.execute(text("insert into t values (2)"))
-    assert committed(sessions) == [2]
+    with database.transaction() as connection:
+        connection.execute(text("insert into t values (2)"))
+    assert committed(database) == [2]

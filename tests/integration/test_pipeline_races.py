@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import Engine, event, func, select
 
 from gateway.clock import utcnow
-from gateway.database import reading, upgrade
+from gateway.database import upgrade
 from gateway.inbound import accept
 from gateway.models import CASES, INBOUND, OUTBOX, InboundStatus
 from gateway.pipeline import Outcome, process_inbound
@@ -48,13 +48,14 @@ class Interleaved:
         self.first_done = threading.Event()
         self.stuck: list[str] = []  # asserted in the main thread: the runs swallow errors
         event.listen(self.engine, "commit", self._commit)
-        event.listen(self.engine, "after_cursor_execute", self._executed)
+        # On every engine: on PostgreSQL the message is read over a pool of its own.
+        event.listen(Engine, "after_cursor_execute", self._executed)
         # Before the gateway's own listeners, which may wait for SQLite's writer lock.
         event.listen(self.engine, "begin", self._begin, insert=True)
 
     def remove(self) -> None:
         event.remove(self.engine, "commit", self._commit)
-        event.remove(self.engine, "after_cursor_execute", self._executed)
+        event.remove(Engine, "after_cursor_execute", self._executed)
         event.remove(self.engine, "begin", self._begin)
 
     def _second(self) -> bool:
@@ -103,17 +104,17 @@ def run_twice_at_once(runtime: Runtime, inbound_id: int) -> list[Outcome]:
 
 
 def count(runtime: Runtime, table: Any) -> int:
-    with reading(runtime.sessions) as connection:
+    with runtime.database.reading() as connection:
         return connection.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def status_of(runtime: Runtime, inbound_id: int) -> str:
-    with reading(runtime.sessions) as connection:
+    with runtime.database.reading() as connection:
         return str(connection.scalar(select(INBOUND.c.status).where(INBOUND.c.id == inbound_id)))
 
 
 def store(runtime: Runtime, raw: bytes, sender: str = "alice@customer.example") -> int:
-    return accept(runtime.sessions, raw, source="smtp", sender=sender,
+    return accept(runtime.database, raw, source="smtp", sender=sender,
                   recipients=["support@example.com"], now=utcnow())
 
 

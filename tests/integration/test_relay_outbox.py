@@ -19,11 +19,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import outbox
 from gateway.compose import Identity, build_mail
-from gateway.database import make_engine, make_sessionmaker, reading, transaction, upgrade
+from gateway.database import Database, upgrade
 from gateway.models import OUTBOX, OutboxRow, OutboxStatus
 from gateway.outbox import add_to_outbox, retry_delay, send_one
 from gateway.recovery import sweep
@@ -39,39 +38,39 @@ CUSTOMER = "alice@customer.example"
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path}/t.sqlite3")
-    upgrade(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def database(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path}/t.sqlite3")
+    upgrade(database.engine)
+    yield database
+    database.dispose()
 
 
 def relay_to(sink: Sink) -> SmtpRelay:
     return SmtpRelay(sink.host, sink.port, timeout=5, local_hostname="gateway.test")
 
 
-def queue(sessions: sessionmaker[Session], key: str = "ack:1") -> int:
+def queue(database: Database, key: str = "ack:1") -> int:
     """One pending acknowledgement in the outbox, as the pipeline leaves it."""
     mail = build_mail(
         key=key, identity=IDENTITY, to=CUSTOMER, subject=f"[HD-000001] {key}",
         text="Your request is now case HD-000001.\n", html="<p>HD-000001</p>\n", date=T0,
         in_reply_to="m1@customer.example",
     )
-    with transaction(sessions) as session:
-        return add_to_outbox(session.connection(), key=key, kind="acknowledgement", mail=mail,
+    with database.transaction() as connection:
+        return add_to_outbox(connection, key=key, kind="acknowledgement", mail=mail,
                              case_id=None, now=T0)
 
 
-def row(sessions: sessionmaker[Session], outbox_id: int) -> OutboxRow:
-    with sessions() as session:
+def row(database: Database, outbox_id: int) -> OutboxRow:
+    with database.session() as session:
         found = session.get(OutboxRow, outbox_id)
         assert found is not None
         return found
 
 
-def send(sessions, transport: Transport, outbox_id: int, now: datetime = T0,
+def send(database, transport: Transport, outbox_id: int, now: datetime = T0,
          max_attempts: int = 12) -> tuple[Delivery | None, timedelta | None]:
-    return send_one(sessions, transport, outbox_id, now, max_attempts=max_attempts)
+    return send_one(database, transport, outbox_id, now, max_attempts=max_attempts)
 
 
 @dataclass
@@ -150,18 +149,18 @@ class ClosingAfterEachMail:
         return "250 OK"
 
 
-def test_reused_connection_closed_by_the_relay_sends_over_a_new_one(sessions):
+def test_reused_connection_closed_by_the_relay_sends_over_a_new_one(database):
     # Given a relay that hangs up after each mail, and two acknowledgements
     handler = ClosingAfterEachMail()
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         relay = SmtpRelay("127.0.0.1", controller.port, timeout=5, local_hostname="gateway.test")
-        first, second = queue(sessions, "ack:1"), queue(sessions, "ack:2")
+        first, second = queue(database, "ack:1"), queue(database, "ack:2")
         # When both are sent one after the other, the second on the connection kept idle
-        delivered = [send(sessions, relay, first)[0]]
+        delivered = [send(database, relay, first)[0]]
         assert handler.hung_up.wait(5)
-        delivered.append(send(sessions, relay, second)[0])
+        delivered.append(send(database, relay, second)[0])
         relay.close()
     finally:
         controller.stop()
@@ -169,70 +168,70 @@ def test_reused_connection_closed_by_the_relay_sends_over_a_new_one(sessions):
     assert [d.outcome if d else None for d in delivered] == ["sent", "sent"]
     assert len(handler.received) == 2
     assert handler.connections == 2
-    assert row(sessions, second).attempts == 1
+    assert row(database, second).attempts == 1
 
 
 
 
-def test_row_is_delivered_once(sessions, sink):
+def test_row_is_delivered_once(database, sink):
     # Given a pending acknowledgement
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     # When it is sent
-    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    delivery, delay = send(database, relay_to(sink), outbox_id)
     # Then the sink has it, byte for byte, and the row says sent
     assert delivery is not None and delivery.outcome == "sent"
     assert delay is None
     [received] = sink.messages
     assert received.sender == "support@example.com"
     assert received.recipients == [CUSTOMER]
-    assert received.message["Message-ID"] == f"<{row(sessions, outbox_id).message_id}>"
+    assert received.message["Message-ID"] == f"<{row(database, outbox_id).message_id}>"
     assert received.message["Subject"] == "[HD-000001] ack:1"
-    sent = row(sessions, outbox_id)
+    sent = row(database, outbox_id)
     assert (sent.status, sent.attempts, sent.sent_at, sent.last_error) == (
         OutboxStatus.SENT, 1, T0, None
     )
 
 
-def test_a_row_created_claimed_is_sent_by_its_holder_and_released_only_unsent(sessions, sink):
+def test_a_row_created_claimed_is_sent_by_its_holder_and_released_only_unsent(database, sink):
     # Given a row created already claimed, as processing creates its acknowledgement
     held = outbox.claim_token()
     mail = build_mail(
         key="ack:7", identity=IDENTITY, to=CUSTOMER, subject="[HD-000007] ack:7",
         text="Case HD-000007.\n", html="<p>HD-000007</p>\n", date=T0,
     )
-    with transaction(sessions) as session:
-        outbox_id = add_to_outbox(session.connection(), key="ack:7", kind="acknowledgement",
+    with database.transaction() as connection:
+        outbox_id = add_to_outbox(connection, key="ack:7", kind="acknowledgement",
                                   mail=mail, case_id=None, now=T0, claim=held)
     claimed = outbox.claimed_row(outbox_id, held, mail)
     # Then nobody else can claim it
-    assert send(sessions, relay_to(sink), outbox_id) == (None, None)
+    assert send(database, relay_to(sink), outbox_id) == (None, None)
     # And released unsent, it is pending and due, its attempt not counted
-    assert outbox.release(sessions, claimed, T0)
-    released = row(sessions, outbox_id)
+    assert outbox.release(database, claimed, T0)
+    released = row(database, outbox_id)
     assert (released.status, released.claim, released.attempts) == (OutboxStatus.PENDING, None, 0)
     # When its holder had sent it instead, the row stays sent: a release finds nothing
-    claimed = outbox.claim(sessions, outbox_id, T0)
+    claimed = outbox.claim(database, outbox_id, T0)
     assert claimed is not None
-    delivery, _ = outbox.send_claimed(sessions, relay_to(sink), claimed, T0, max_attempts=3)
+    delivery, _ = outbox.send_claimed(database, relay_to(sink), claimed, T0, max_attempts=3)
     assert delivery is not None and delivery.outcome == "sent"
-    assert not outbox.release(sessions, claimed, T0)
-    assert row(sessions, outbox_id).status == OutboxStatus.SENT
+    assert not outbox.release(database, claimed, T0)
+    assert row(database, outbox_id).status == OutboxStatus.SENT
     assert len(sink.messages) == 1
 
 
-def test_sending_twice_in_a_row_sends_once(sessions, sink):
-    outbox_id = queue(sessions)
-    first, _ = send(sessions, relay_to(sink), outbox_id)
-    second, _ = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(hours=1))
+def test_sending_twice_in_a_row_sends_once(database, sink):
+    outbox_id = queue(database)
+    first, _ = send(database, relay_to(sink), outbox_id)
+    second, _ = send(database, relay_to(sink), outbox_id, T0 + timedelta(hours=1))
     assert first is not None and first.outcome == "sent"
     assert second is None  # not ours to send: it is no longer pending
     assert len(sink.messages) == 1
-    assert row(sessions, outbox_id).attempts == 1
+    assert row(database, outbox_id).attempts == 1
 
 
-def test_two_senders_at_once_send_once(sessions, sink):
+def test_two_senders_at_once_send_once(database, sink):
     # Given one row and two workers that start at the same moment (a broker redelivery)
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     start = threading.Barrier(2)
     results: list[Delivery | None] = []
     errors: list[BaseException] = []
@@ -240,7 +239,7 @@ def test_two_senders_at_once_send_once(sessions, sink):
     def worker() -> None:
         try:
             start.wait(timeout=10)
-            results.append(send(sessions, relay_to(sink), outbox_id)[0])
+            results.append(send(database, relay_to(sink), outbox_id)[0])
         except BaseException as error:  # surfaced below
             errors.append(error)
 
@@ -255,7 +254,7 @@ def test_two_senders_at_once_send_once(sessions, sink):
     outcomes = sorted(str(r.outcome) if r else "none" for r in results)
     assert outcomes == ["none", "sent"]
     assert len(sink.messages) == 1
-    assert row(sessions, outbox_id).status == OutboxStatus.SENT
+    assert row(database, outbox_id).status == OutboxStatus.SENT
 
 
 def test_commit_refused_delivers_nothing(sink):
@@ -269,96 +268,96 @@ def test_commit_refused_delivers_nothing(sink):
     assert sink.messages == []
 
 
-def test_row_taken_by_another_sender_mid_send_is_not_delivered(sessions, sink):
+def test_row_taken_by_another_sender_mid_send_is_not_delivered(database, sink):
     # Given a sender whose claim goes stale mid-send and is released by the recovery sweep
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
 
     def sweep_meanwhile() -> None:
-        sweep(sessions, Recorder(), T0, timedelta(0))
+        sweep(database, Recorder(), T0, timedelta(0))
 
     transport = Interrupting(relay_to(sink), sweep_meanwhile)
     # When it reaches its commit point
-    delivery, _ = send(sessions, transport, outbox_id)
+    delivery, _ = send(database, transport, outbox_id)
     # Then it aborts, delivers nothing, and leaves the row to the next sender
     assert delivery is not None and delivery.outcome == "aborted"
     assert sink.messages == []
-    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
-    again, _ = send(sessions, relay_to(sink), outbox_id)
+    assert row(database, outbox_id).status == OutboxStatus.PENDING
+    again, _ = send(database, relay_to(sink), outbox_id)
     assert again is not None and again.outcome == "sent"
     assert len(sink.messages) == 1
 
 
-def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(sessions, sink):
+def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(database, sink):
     # Given a sender that dies between the DATA body and its commit
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
 
     def die() -> None:
         raise Killed("process killed")
 
     # When it tries to send
     with pytest.raises(Killed):
-        send(sessions, Interrupting(relay_to(sink), die), outbox_id)
+        send(database, Interrupting(relay_to(sink), die), outbox_id)
     # Then nothing reached the relay and the row is still held
     assert sink.messages == []
-    assert row(sessions, outbox_id).status == OutboxStatus.SENDING
+    assert row(database, outbox_id).status == OutboxStatus.SENDING
     # When the recovery sweep runs (a restart: stale_after zero)
     dispatch = Recorder()
-    report = sweep(sessions, dispatch, T0 + timedelta(seconds=1), timedelta(0))
+    report = sweep(database, dispatch, T0 + timedelta(seconds=1), timedelta(0))
     # Then the row is pending again and handed out
     assert report.reclaimed == 1
     assert dispatch.sent == [outbox_id]
-    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+    assert row(database, outbox_id).status == OutboxStatus.PENDING
     # And the next send delivers it exactly once
-    delivery, _ = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
+    delivery, _ = send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
     assert delivery is not None and delivery.outcome == "sent"
     assert len(sink.messages) == 1
-    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=2)) == (None, None)
+    assert send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=2)) == (None, None)
     assert len(sink.messages) == 1
 
 
 # --- the final dot and the commit -------------------------------------------------------------
 
 
-def test_final_dot_goes_out_just_before_sent_is_committed(sessions, sink):
-    outbox_id = queue(sessions)
+def test_final_dot_goes_out_just_before_sent_is_committed(database, sink):
+    outbox_id = queue(database)
     seen: list[tuple[int, str | None]] = []
 
     def look() -> None:  # a reader beside the sender, which holds the writer's place
-        with reading(sessions) as connection:
+        with database.reading() as connection:
             status = connection.scalar(select(OUTBOX.c.status).where(OUTBOX.c.id == outbox_id))
         seen.append((len(sink.wait_for(1, timeout=5)), status))
 
-    delivery, _ = send(sessions, Interrupting(relay_to(sink), after_release=look), outbox_id)
+    delivery, _ = send(database, Interrupting(relay_to(sink), after_release=look), outbox_id)
     # When the dot had gone, the relay had the mail and the row was not yet sent;
     # a kill there is the one moment that would send it twice.
     assert seen == [(1, OutboxStatus.SENDING)]
     assert delivery is not None and delivery.outcome == "sent"
-    assert row(sessions, outbox_id).status == OutboxStatus.SENT
+    assert row(database, outbox_id).status == OutboxStatus.SENT
     assert len(sink.messages) == 1
 
 
 def test_commit_lost_after_the_dot_is_logged_and_the_row_goes_again(
-    sessions, sink, monkeypatch, caplog
+    database, sink, monkeypatch, caplog
 ):
     # Given a database that fails to commit just after the dot went out
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
 
-    def lost(session, step) -> None:
+    def lost(connection, step) -> None:
         step()
         raise OperationalError("COMMIT", None, Exception("server closed the connection"))
 
     monkeypatch.setattr(outbox, "commit_right_after", lost)
     # When the row is sent, the failure reaches the caller (the actor is retried)
     with pytest.raises(OperationalError):
-        send(sessions, relay_to(sink), outbox_id)
+        send(database, relay_to(sink), outbox_id)
     # Then the relay has the mail, the row is still held, and the log says why it may repeat
     assert len(sink.wait_for(1, timeout=5)) == 1
-    assert row(sessions, outbox_id).status == OutboxStatus.SENDING
+    assert row(database, outbox_id).status == OutboxStatus.SENDING
     assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded" in caplog.text
     # And once recovered it goes again: at least once, never lost
     monkeypatch.undo()
-    sweep(sessions, Recorder(), T0 + timedelta(seconds=1), timedelta(0))
-    again, _ = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
+    sweep(database, Recorder(), T0 + timedelta(seconds=1), timedelta(0))
+    again, _ = send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
     assert again is not None and again.outcome == "sent"
     assert len(sink.wait_for(2, timeout=5)) == 2
 
@@ -399,16 +398,16 @@ def test_send_now_waits_its_turn_when_the_socket_is_full():
 # --- refusals and retries --------------------------------------------------------------------
 
 
-def test_temporary_refusal_is_retried_after_backoff(sessions, sink):
+def test_temporary_refusal_is_retried_after_backoff(database, sink):
     # Given a relay that says "try later"
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     sink.handler.reply = "451 4.3.0 try later"
     # When the row is sent
-    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    delivery, delay = send(database, relay_to(sink), outbox_id)
     # Then it is pending again, due after the first backoff, with the reason
     assert delivery == Delivery("temporary", "451 4.3.0 try later")
     assert delay == timedelta(seconds=30)
-    waiting = row(sessions, outbox_id)
+    waiting = row(database, outbox_id)
     assert waiting.status == OutboxStatus.PENDING
     assert waiting.attempts == 1
     assert waiting.next_attempt_at == T0 + delay
@@ -417,13 +416,13 @@ def test_temporary_refusal_is_retried_after_backoff(sessions, sink):
     assert waiting.sent_at is None and waiting.claim is None
     assert sink.messages == []
     # When it is tried again before it is due, nothing happens
-    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=10)) == (None, None)
+    assert send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=10)) == (None, None)
     # When the relay has recovered and the row is due
     sink.handler.reply = "250 OK"
-    delivery, delay = send(sessions, relay_to(sink), outbox_id, T0 + timedelta(seconds=31))
+    delivery, delay = send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=31))
     # Then it is delivered once, on the second attempt
     assert delivery is not None and delivery.outcome == "sent"
-    sent = row(sessions, outbox_id)
+    sent = row(database, outbox_id)
     assert (sent.status, sent.attempts, sent.sent_at) == (
         OutboxStatus.SENT, 2, T0 + timedelta(seconds=31)
     )
@@ -431,50 +430,50 @@ def test_temporary_refusal_is_retried_after_backoff(sessions, sink):
     assert len(sink.messages) == 1
 
 
-def test_permanent_refusal_fails_the_row_with_the_reason(sessions, sink):
-    outbox_id = queue(sessions)
+def test_permanent_refusal_fails_the_row_with_the_reason(database, sink):
+    outbox_id = queue(database)
     sink.handler.reply = "550 5.1.1 no such user"
-    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    delivery, delay = send(database, relay_to(sink), outbox_id)
     assert delivery == Delivery("permanent", "550 5.1.1 no such user")
     assert delay is None
-    failed = row(sessions, outbox_id)
+    failed = row(database, outbox_id)
     assert failed.status == OutboxStatus.FAILED
     assert failed.last_error == "550 5.1.1 no such user"
     assert failed.sent_at is None
-    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
+    assert send(database, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
 
 
 BOB = "bob@customer.example"
 
 
-def queue_to_two(sessions: sessionmaker[Session]) -> int:
+def queue_to_two(database: Database) -> int:
     """A pending row addressed to ``CUSTOMER`` and ``BOB``."""
     mail = replace(
         build_mail(key="note:1", identity=IDENTITY, to=CUSTOMER, subject="[HD-000001] note",
                    text="A note.\n", html="<p>A note.</p>\n", date=T0),
         recipients=(CUSTOMER, BOB),
     )
-    with transaction(sessions) as session:
-        return add_to_outbox(session.connection(), key="note:1", kind="note", mail=mail,
+    with database.transaction() as connection:
+        return add_to_outbox(connection, key="note:1", kind="note", mail=mail,
                              case_id=None, now=T0)
 
 
-def test_recipients_refused_beside_others_are_recorded_on_the_sent_row(sessions, sink, caplog):
+def test_recipients_refused_beside_others_are_recorded_on_the_sent_row(database, sink, caplog):
     # Given a relay that takes the mail for one recipient and refuses the other
-    outbox_id = queue_to_two(sessions)
+    outbox_id = queue_to_two(database)
     sink.handler.refuse[BOB] = "550 5.1.1 no such user"
     # When the row is sent
-    delivery, delay = send(sessions, relay_to(sink), outbox_id)
+    delivery, delay = send(database, relay_to(sink), outbox_id)
     # Then the mail went to the one, once, and the row says who refused it and why
     assert delivery is not None and delivery.outcome == "sent" and delay is None
     assert delivery.refused == (f"{BOB}: 550 5.1.1 no such user",)
     assert [m.recipients for m in sink.messages] == [[CUSTOMER]]
-    sent = row(sessions, outbox_id)
+    sent = row(database, outbox_id)
     assert (sent.status, sent.sent_at) == (OutboxStatus.SENT, T0)
     assert sent.last_error == f"refused for some recipients: {BOB}: 550 5.1.1 no such user"
     assert f"outbox {outbox_id}: sent, but refused for {BOB}" in caplog.text
     # And it is not sent again
-    assert send(sessions, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
+    assert send(database, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
 
 
 @pytest.mark.parametrize(("bob_reply", "outcome", "status"), [
@@ -482,32 +481,32 @@ def test_recipients_refused_beside_others_are_recorded_on_the_sent_row(sessions,
     ("553 5.7.1 not here", "permanent", OutboxStatus.FAILED),
 ])
 def test_a_mail_refused_for_every_recipient_fails_temporarily_if_any_refusal_is(
-    sessions, sink, bob_reply, outcome, status
+    database, sink, bob_reply, outcome, status
 ):
     # Given a relay that refuses both recipients, the first for good
-    outbox_id = queue_to_two(sessions)
+    outbox_id = queue_to_two(database)
     sink.handler.refuse.update({CUSTOMER: "550 5.1.1 no such user", BOB: bob_reply})
     # When the row is sent
-    delivery, _ = send(sessions, relay_to(sink), outbox_id)
+    delivery, _ = send(database, relay_to(sink), outbox_id)
     # Then nothing is delivered, and each refusal is named in the reason
     reason = f"{CUSTOMER}: 550 5.1.1 no such user; {BOB}: {bob_reply}"
     assert delivery == Delivery(outcome, reason)
     assert sink.messages == []
-    refused = row(sessions, outbox_id)
+    refused = row(database, outbox_id)
     assert (refused.status, refused.last_error, refused.sent_at) == (status, reason, None)
 
 
-def test_connection_refused_is_temporary(sessions):
+def test_connection_refused_is_temporary(database):
     # Given no relay listening on the port
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     port = free_port()
     # When the row is sent
-    delivery, delay = send(sessions, SmtpRelay("127.0.0.1", port, timeout=5), outbox_id)
+    delivery, delay = send(database, SmtpRelay("127.0.0.1", port, timeout=5), outbox_id)
     # Then it will be tried again later
     assert delivery is not None and delivery.outcome == "temporary"
     assert delivery.detail.startswith(f"relay 127.0.0.1:{port}: ")
     assert delay == timedelta(seconds=30)
-    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+    assert row(database, outbox_id).status == OutboxStatus.PENDING
 
 
 @pytest.fixture
@@ -537,38 +536,38 @@ def refusing_greeter() -> Iterator[int]:
     listener.close()
 
 
-def test_session_refusal_is_temporary_even_with_a_5xx(sessions, refusing_greeter):
+def test_session_refusal_is_temporary_even_with_a_5xx(database, refusing_greeter):
     # Given a relay that refuses the session itself (not this mail)
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     relay = SmtpRelay("127.0.0.1", refusing_greeter, timeout=5)
     # When the row is sent
-    delivery, delay = send(sessions, relay, outbox_id)
+    delivery, delay = send(database, relay, outbox_id)
     # Then it is retried later rather than failed for good
     assert delivery == Delivery(
         "temporary", f"relay 127.0.0.1:{refusing_greeter}: 554 5.7.1 no service for you"
     )
     assert delay == timedelta(seconds=30)
-    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+    assert row(database, outbox_id).status == OutboxStatus.PENDING
 
 
-def test_gives_up_after_max_attempts(sessions):
+def test_gives_up_after_max_attempts(database):
     # Given a relay that is never reachable, and three attempts allowed
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     relay = SmtpRelay("127.0.0.1", free_port(), timeout=5)
     now, delays = T0, []
     # When each attempt is made as soon as it is due
     for _ in range(3):
-        delivery, delay = send(sessions, relay, outbox_id, now, max_attempts=3)
+        delivery, delay = send(database, relay, outbox_id, now, max_attempts=3)
         assert delivery is not None and delivery.outcome == "temporary"
         delays.append(delay)
         now += delay or timedelta(0)
     # Then it backed off twice and then failed for good, saying why
     assert delays == [timedelta(seconds=30), timedelta(seconds=60), None]
-    failed = row(sessions, outbox_id)
+    failed = row(database, outbox_id)
     assert failed.status == OutboxStatus.FAILED
     assert failed.attempts == 3
     assert failed.last_error.startswith("gave up after 3 attempts: relay 127.0.0.1:")
-    assert send(sessions, relay, outbox_id, now + timedelta(days=1)) == (None, None)
+    assert send(database, relay, outbox_id, now + timedelta(days=1)) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -584,14 +583,14 @@ def test_retry_delay_backs_off_to_an_hour(attempts, delay):
 # --- EmlFolder -------------------------------------------------------------------------------
 
 
-def test_eml_folder_writes_the_complete_mail(sessions, tmp_path):
+def test_eml_folder_writes_the_complete_mail(database, tmp_path):
     # Given a gateway without a relay
-    outbox_id = queue(sessions)
+    outbox_id = queue(database)
     folder = tmp_path / "outbox"
     # When the row is sent
-    delivery, _ = send(sessions, EmlFolder(folder), outbox_id)
+    delivery, _ = send(database, EmlFolder(folder), outbox_id)
     # Then one complete .eml is there, named after the Message-ID, and nothing else
-    sent = row(sessions, outbox_id)
+    sent = row(database, outbox_id)
     assert delivery is not None and delivery.outcome == "sent"
     files = sorted(p.name for p in folder.iterdir())
     assert files == [sent.message_id.split("@")[0] + ".eml"]
@@ -619,24 +618,24 @@ def test_eml_folder_writes_nothing_when_the_commit_is_refused(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-def test_eml_folder_leaves_no_temporary_file_when_the_sender_dies(sessions, tmp_path):
-    outbox_id = queue(sessions)
+def test_eml_folder_leaves_no_temporary_file_when_the_sender_dies(database, tmp_path):
+    outbox_id = queue(database)
     folder = tmp_path / "outbox"
 
     def die() -> None:
         raise Killed("process killed")
 
     with pytest.raises(Killed):
-        send(sessions, Interrupting(EmlFolder(folder), die), outbox_id)
+        send(database, Interrupting(EmlFolder(folder), die), outbox_id)
     assert list(folder.iterdir()) == []
-    assert row(sessions, outbox_id).status == OutboxStatus.SENDING
+    assert row(database, outbox_id).status == OutboxStatus.SENDING
 
 
-def test_eml_folder_that_cannot_be_written_is_temporary(sessions, tmp_path):
-    outbox_id = queue(sessions)
+def test_eml_folder_that_cannot_be_written_is_temporary(database, tmp_path):
+    outbox_id = queue(database)
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
-    delivery, delay = send(sessions, EmlFolder(blocked / "outbox"), outbox_id)
+    delivery, delay = send(database, EmlFolder(blocked / "outbox"), outbox_id)
     assert delivery is not None and delivery.outcome == "temporary"
     assert delay == timedelta(seconds=30)
-    assert row(sessions, outbox_id).status == OutboxStatus.PENDING
+    assert row(database, outbox_id).status == OutboxStatus.PENDING

@@ -38,7 +38,7 @@ def client(gateway: Embedded) -> smtplib.SMTP:
 
 
 def stored(gateway: Embedded) -> int:
-    with gateway.runtime.sessions() as session:
+    with gateway.runtime.database.session() as session:
         return session.scalar(select(func.count()).select_from(InboundMessage)) or 0
 
 
