@@ -72,14 +72,31 @@ class Transport(Protocol):
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
 
 
 def _data_payload(raw: bytes) -> bytes:
-    """``raw`` with CRLF line ends and dot-stuffing, without the final dot."""
-    data = re.sub(rb"\r?\n", b"\r\n", raw)
+    """``raw`` with CRLF line ends and dot-stuffing, without the final dot.
+
+    The gateway's own mails already end their lines with CRLF and seldom
+    start one with a dot: each rewrite is done only when it changes something.
+    """
+    data = raw
+    if data.count(b"\n") != data.count(b"\r\n"):
+        data = re.sub(rb"\r?\n", b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data)
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data
+
+
+def _path(address: str) -> str:
+    """``<address>`` for MAIL and RCPT. A plain address is bracketed as it is;
+    anything else goes through smtplib's parser, as ``SMTP.mail`` would."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _libc_send() -> Callable[..., int] | None:
@@ -275,7 +292,7 @@ class SmtpRelay:
         if not recipients:
             return Delivery("permanent", "no recipients")
         try:
-            code, text = smtp.mail(sender)
+            code, text = smtp.docmd("mail", f"FROM:{_path(sender)}")
         except (OSError, smtplib.SMTPServerDisconnected) as error:
             if unchecked:
                 raise _ClosedWhileIdle from error
@@ -286,7 +303,7 @@ class SmtpRelay:
             return _reply(code, text)
         refused: list[tuple[str, int, bytes]] = []
         for recipient in recipients:
-            code, text = smtp.rcpt(recipient)
+            code, text = smtp.docmd("rcpt", f"TO:{_path(recipient)}")
             if code not in (250, 251):
                 refused.append((recipient, code, text))
         if len(refused) == len(recipients):

@@ -116,6 +116,12 @@ class Interrupting:
         return self.inner.deliver(sender, recipients, raw, interrupted)
 
 
+def committed(release) -> bool:
+    """A commit point that always commits."""
+    release()
+    return True
+
+
 class Killed(Exception):
     """The sender process dies here."""
 
@@ -362,6 +368,22 @@ def test_commit_lost_after_the_dot_is_logged_and_the_row_goes_again(
     assert len(sink.wait_for(2, timeout=5)) == 2
 
 
+@pytest.mark.parametrize(("raw", "arrives"), [
+    # Lines that begin with a dot, one a lone dot that would end the DATA early
+    (b"Subject: dots\r\n\r\n.\r\n..two\r\n.tail", b"Subject: dots\r\n\r\n.\r\n..two\r\n.tail\r\n"),
+    # Bare LF line ends, and a dot at the very start of the mail
+    (b".X: y\nSubject: lf\n\nOne.\n.Two.\n", b".X: y\r\nSubject: lf\r\n\r\nOne.\r\n.Two.\r\n"),
+    # Already as SMTP wants it
+    (b"Subject: plain\r\n\r\nPlain.\r\n", b"Subject: plain\r\n\r\nPlain.\r\n"),
+])
+def test_the_relay_receives_each_line_as_written(sink, raw, arrives):
+    delivery = relay_to(sink).deliver("s@x.example", [CUSTOMER], raw, committed)
+    assert delivery.outcome == "sent"
+    assert [(m.sender, m.recipients, m.raw) for m in sink.messages] == [
+        ("s@x.example", [CUSTOMER], arrives)
+    ]
+
+
 def test_send_now_sends_everything():
     left, right = socket.socketpair()
     with left, right:
@@ -600,10 +622,6 @@ def test_eml_folder_writes_the_complete_mail(database, tmp_path):
 
 
 def test_eml_folder_keeps_apart_two_mails_without_a_message_id(tmp_path):
-    def committed(release) -> bool:
-        release()
-        return True
-
     folder = EmlFolder(tmp_path)
     first, second = (b"Subject: one\r\n\r\nOne.\r\n", b"Subject: two\r\n\r\nTwo.\r\n")
     for raw in (first, second, first):  # the first again: a mail sent twice is one file
