@@ -376,9 +376,10 @@ def run_baseline(args: argparse.Namespace) -> float:
 
 def probe_fsync(count: int = 200, every: float = 0.02) -> None:
     """Print how long the disk takes to sync a small write, at 50 a second with the
-    machine otherwise idle: every mail waits for three such syncs (its store,
-    its case, its acknowledgement recorded as sent), so their tail is the floor
-    of the latency's tail."""
+    machine otherwise idle. Each mail is synced three times (stored, case
+    opened, acknowledgement recorded as sent), its case's sync between its 250
+    and its acknowledgement, and a slow sync holds up every commit in flight:
+    the latency's tail cannot be shorter than the disk's."""
     took: list[float] = []
     with tempfile.TemporaryFile(prefix="helpdesk-bench-fsync-") as handle:
         for _ in range(count):
