@@ -128,8 +128,8 @@ class _HandledMeanwhile(Exception):
 
 def _skipped(database: Database, inbound_id: int) -> Outcome:
     with database.reading() as connection:
-        row = _stored(connection, inbound_id)
-    return Outcome("skipped", row.case_id if row else None)
+        case_id = connection.scalar(_CASE_OF, {"inbound_id": inbound_id})
+    return Outcome("skipped", case_id)
 
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -137,6 +137,7 @@ AnyRow = Row[*tuple[Any, ...]]
 
 _STATE = (INBOUND.c.status, INBOUND.c.case_id, INBOUND.c.envelope_sender, INBOUND.c.digest)
 _READ_STORED = select(*_STATE, INBOUND.c.raw).where(INBOUND.c.id == bindparam("inbound_id"))
+_CASE_OF = select(INBOUND.c.case_id).where(INBOUND.c.id == bindparam("inbound_id"))
 _FINISH = update(INBOUND).where(
     INBOUND.c.id == bindparam("inbound_id"), INBOUND.c.status == InboundStatus.RECEIVED
 )

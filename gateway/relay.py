@@ -301,11 +301,11 @@ class SmtpRelay:
             raise _ClosedWhileIdle
         if code != 250:
             return _reply(code, text)
-        refused: list[tuple[str, int, bytes]] = []
+        refused: list[tuple[str, Delivery]] = []
         for recipient in recipients:
             code, text = smtp.docmd("rcpt", f"TO:{_path(recipient)}")
             if code not in (250, 251):
-                refused.append((recipient, code, text))
+                refused.append((recipient, _reply(code, text)))
         if len(refused) == len(recipients):
             return _all_refused(refused)
         code, text = smtp.docmd("DATA")
@@ -321,9 +321,7 @@ class SmtpRelay:
         code, text = smtp.getreply()
         if code != 250:
             return _reply(code, text)
-        return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}",
-                        tuple(_reply(code, text, recipient).detail
-                              for recipient, code, text in refused))
+        return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}", _named(refused))
 
 
 def _goodbye(smtp: smtplib.SMTP) -> None:
@@ -332,22 +330,24 @@ def _goodbye(smtp: smtplib.SMTP) -> None:
     smtp.close()
 
 
-def _reply(code: int, text: bytes | str, recipient: str = "") -> Delivery:
+def _reply(code: int, text: bytes | str) -> Delivery:
     detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     outcome: Literal["temporary", "permanent"] = "permanent" if 500 <= code < 600 else "temporary"
-    return Delivery(outcome, f"{recipient}: {code} {detail}" if recipient else f"{code} {detail}")
+    return Delivery(outcome, f"{code} {detail}")
 
 
-def _all_refused(refused: Sequence[tuple[str, int, bytes]]) -> Delivery:
+def _named(refused: Sequence[tuple[str, Delivery]]) -> tuple[str, ...]:
+    """Each refusal as ``recipient: reply``."""
+    return tuple(f"{recipient}: {reply.detail}" for recipient, reply in refused)
+
+
+def _all_refused(refused: Sequence[tuple[str, Delivery]]) -> Delivery:
     """Every recipient refused: permanent only if every refusal is; a single
     recipient's reply as it came, several named each with its own."""
     if len(refused) == 1:
-        _, code, text = refused[0]
-        return _reply(code, text)
-    replies = [_reply(code, text, recipient) for recipient, code, text in refused]
-    permanent = all(reply.outcome == "permanent" for reply in replies)
-    return Delivery("permanent" if permanent else "temporary",
-                    "; ".join(reply.detail for reply in replies))
+        return refused[0][1]
+    permanent = all(reply.outcome == "permanent" for _, reply in refused)
+    return Delivery("permanent" if permanent else "temporary", "; ".join(_named(refused)))
 
 
 class EmlFolder:
