@@ -14,6 +14,8 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -77,6 +79,43 @@ class InboundHandler:
         return "451 4.3.0 Temporary server error; please try again later"
 
 
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP protocol with a cheaper parse of the MAIL and RCPT paths.
+
+    aiosmtpd 1.4.6 declares a ``typing.Protocol`` class inside ``_getaddr``, so
+    every MAIL and every RCPT builds a new class through ``ABCMeta``: about 4%
+    of the embedded gateway's CPU per mail in a burst. This parses the path
+    with the same standard-library functions, in the same order, with the same
+    results; ``test_smtp_paths`` compares the two on generated input, so a
+    change in aiosmtpd's parsing shows as a failing test rather than a drift.
+
+    One difference is deliberate: the standard library's parser raises
+    ``IndexError`` on some malformed paths (``MAIL FROM:" x"@``), which
+    aiosmtpd lets through to ``handle_exception``, so the client got a ``451``
+    and would retry a path that can never parse. Here it is unparseable like
+    any other, and the client gets aiosmtpd's ``553 5.1.3`` at once.
+    """
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        if not arg:
+            return "", ""
+        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+        try:
+            token, rest = parse(arg)
+        except (HeaderParseError, IndexError):
+            return None, None
+        path: str = token.addr_spec
+        limit = self.local_part_limit
+        if limit and len(path.rpartition("@")[0]) > limit:
+            return None, None
+        return path, rest
+
+
+class _GatewayController(Controller):
+    def factory(self) -> SMTP:
+        return GatewaySMTP(self.handler, **self.SMTP_kwargs)
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
     """A server context for STARTTLS, or ``None`` when no certificate is configured."""
     if not (cert and key):
@@ -99,6 +138,6 @@ def make_controller(
     kwargs: dict[str, Any] = {"data_size_limit": max_message_size, "ident": "helpdesk gateway"}
     if tls is not None:
         kwargs["tls_context"] = tls
-    return Controller(
+    return _GatewayController(
         handler, hostname=host, port=port, server_hostname=hostname or None, **kwargs
     )

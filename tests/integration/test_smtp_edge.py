@@ -51,6 +51,18 @@ def test_foreign_recipient_gets_550_no_relay(gateway):
     assert b"no relay" in text
 
 
+@pytest.mark.parametrize("path", ['" x"@', '<" x"@>'])
+def test_a_path_that_cannot_parse_gets_553_not_a_retry(gateway, path):
+    """The standard library's parser raises IndexError on these paths; a 451
+    would have the sender retry, for days, a path that can never parse."""
+    with client(gateway) as smtp:
+        smtp.ehlo()
+        assert smtp.docmd("MAIL", f"FROM:{path}")[0] == 553
+        assert smtp.docmd("MAIL", "FROM:<alice@customer.example>")[0] == 250
+        assert smtp.docmd("RCPT", f"TO:{path}")[0] == 553
+        assert smtp.docmd("RCPT", "TO:<support@example.com>")[0] == 250
+
+
 def test_support_address_is_accepted_in_any_case(gateway, sink):
     with client(gateway) as smtp:
         smtp.sendmail("alice@customer.example", ["Support@Example.COM"], mail("[P4] docs typo"))
