@@ -51,7 +51,7 @@ def test_foreign_recipient_gets_550_no_relay(gateway):
     assert b"no relay" in text
 
 
-@pytest.mark.parametrize("path", ['" x"@', '<" x"@>'])
+@pytest.mark.parametrize("path", ['" x"@', '<" x"@>', '"'])
 def test_a_path_that_cannot_parse_gets_553_not_a_retry(gateway, path):
     """The standard library's parser raises IndexError on these paths; a 451
     would have the sender retry, for days, a path that can never parse."""

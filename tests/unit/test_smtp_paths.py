@@ -21,6 +21,8 @@ from gateway.smtp_server import GatewaySMTP, InboundHandler, make_controller
 
 ATOM = st.text(alphabet="abcXYZ019.-_+=!#$%&'*/?^`{|}~", min_size=0, max_size=12)
 NOISE = st.text(alphabet=' <>@"\\()[],:;.\t\x00é', max_size=6)
+SYNTAX = '"<>@ \\().,:;[]a'
+"""The characters that steer the parser, so that short broken paths are tried often."""
 PARAMS = st.sampled_from(["", " SIZE=1000", " BODY=8BITMIME", "  SMTPUTF8", " x=y z"])
 
 
@@ -52,7 +54,7 @@ def pair(loop: asyncio.AbstractEventLoop, limit: int) -> tuple[SMTP, SMTP]:
 
 @pytest.mark.parametrize("limit", [0, 5])
 @settings(max_examples=600, deadline=None)
-@given(arg=st.one_of(paths(), st.text(max_size=30)))
+@given(arg=st.one_of(paths(), st.text(max_size=30), st.text(alphabet=SYNTAX, max_size=10)))
 @example(arg="")
 @example(arg="<>")
 @example(arg="alice@customer.example")
@@ -61,6 +63,7 @@ def pair(loop: asyncio.AbstractEventLoop, limit: int) -> tuple[SMTP, SMTP]:
 @example(arg="<bob@c.example")
 @example(arg="  <toolongpart@c.example>")
 @example(arg='" x"@')
+@example(arg='"')
 def test_paths_parse_as_aiosmtpd_parses_them(loop, limit: int, arg: str) -> None:
     theirs, ours = pair(loop, limit)
     try:
