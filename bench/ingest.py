@@ -110,8 +110,7 @@ def make_mail(message_id: str) -> bytes:
     message["Subject"] = f"[P2] Recognition slow on node {local[-4:]}"
     message["Message-ID"] = f"<{message_id}>"
     message.set_content("Our recognizer has been slow since this morning.\n" * 20)
-    # SMTP lines end in CRLF; aiosmtpd (rightly, since the smuggling fix) reads a
-    # bare-LF message as one over-long line.
+    # SMTP lines end in CRLF, as relays send them.
     return message.as_bytes(policy=email.policy.SMTP)
 
 

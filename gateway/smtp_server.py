@@ -94,7 +94,25 @@ class GatewaySMTP(SMTP):
     which aiosmtpd lets through to ``handle_exception``: the client got a
     ``451`` and would retry, for days, a path that can never parse. Here such a
     path is malformed like any other, and the client gets ``553 5.1.3`` at once.
+
+    A line of the message may be as long as the message may be. aiosmtpd
+    refuses a line over RFC 5321's 1,000 octets with a permanent ``500``, but
+    real clients send longer ones (Outlook's HTML, an unwrapped base64 part)
+    and the relays before the gateway pass them on (Postfix rebuilds long
+    lines rather than refusing them): the customer would get a bounce for an
+    ordinary mail. The message's size limit still bounds what one
+    connection holds. The end of the data is still only CRLF.CRLF, so a line
+    that ends in a bare LF is kept inside the message, never read as its end.
     """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        size = kwargs.get("data_size_limit")
+        if size:
+            # Read by aiosmtpd's __init__, which sizes the stream's buffer by it.
+            # A message over the size limit gets 552; only one with a single
+            # line longer than that whole limit still gets aiosmtpd's 500.
+            self.line_length_limit = max(self.line_length_limit, size + 2)
+        super().__init__(handler, **kwargs)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         if not arg:

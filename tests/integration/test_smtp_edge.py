@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import time
 from collections.abc import Iterator
 
@@ -61,6 +62,57 @@ def test_a_path_that_cannot_parse_gets_553_not_a_retry(gateway, path):
         assert smtp.docmd("MAIL", "FROM:<alice@customer.example>")[0] == 250
         assert smtp.docmd("RCPT", f"TO:{path}")[0] == 553
         assert smtp.docmd("RCPT", "TO:<support@example.com>")[0] == 250
+
+
+def raw_session(gateway: Embedded, data: bytes) -> list[bytes]:
+    """One SMTP transaction whose DATA is sent byte for byte as given (smtplib
+    would leave bare LFs alone too, but this shows exactly what went out)."""
+    smtp = gateway.runtime.settings.smtp
+    with socket.create_connection((smtp.host, smtp.port)) as sock:
+        reader = sock.makefile("rb")
+        replies = [reader.readline()]
+        for command in (b"EHLO client.example", b"MAIL FROM:<alice@customer.example>",
+                        b"RCPT TO:<support@example.com>", b"DATA"):
+            sock.sendall(command + b"\r\n")
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            replies.append(reply)
+        sock.sendall(data + b"\r\n.\r\n")
+        replies.append(reader.readline())
+        sock.sendall(b"QUIT\r\n")
+    return replies
+
+
+def stored_raw(gateway: Embedded) -> list[bytes]:
+    with gateway.runtime.database.session() as session:
+        return list(session.scalars(select(InboundMessage.raw).order_by(InboundMessage.id)))
+
+
+def test_lines_longer_than_rfc_5321s_are_taken_as_real_clients_send_them(gateway):
+    """Outlook's HTML and unwrapped base64 run past 1,000 octets a line; a relay
+    passes them on, and a 500 would bounce an ordinary customer mail."""
+    html = b"<p>" + b"Our database stopped answering at 09:12. " * 150 + b"</p>"
+    raw = (b"From: Alice <alice@customer.example>\r\nTo: support@example.com\r\n"
+           b"Subject: [P1] Database down\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\n\r\n" + html)
+    assert len(html) > 6000
+    replies = raw_session(gateway, raw)
+    assert replies[-1].startswith(b"250 "), replies
+    assert stored_raw(gateway) == [raw + b"\r\n"]
+
+
+def test_a_bare_lf_message_is_one_message_and_never_ends_before_crlf_dot_crlf(gateway):
+    """LF-only lines (scripts that send ``msg.as_bytes()``) are kept inside the
+    message; a bare-LF dot line is content, so no second message can be
+    smuggled in after it."""
+    smuggled = b"\n.\nMAIL FROM:<ceo@example.com>\nRCPT TO:<support@example.com>\nDATA\n"
+    raw = (b"From: Monitor <monitor@customer.example>\nTo: support@example.com\n"
+           b"Subject: [P2] Disk 91% full\n\n" + b"df output line\n" * 120 + smuggled
+           + b"Subject: forged\n\nforged body")
+    replies = raw_session(gateway, raw)
+    assert replies[-1].startswith(b"250 "), replies
+    assert stored_raw(gateway) == [raw + b"\r\n"]
 
 
 def test_support_address_is_accepted_in_any_case(gateway, sink):
