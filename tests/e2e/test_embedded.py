@@ -6,6 +6,7 @@ import smtplib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email import message_from_bytes, policy
 
 import pytest
 from sqlalchemy import func, select
@@ -16,10 +17,11 @@ from gateway.models import (
     InboundMessage,
     InboundStatus,
     OutboxRow,
+    OutboxStatus,
     ThreadEntry,
 )
 from gateway.service import Embedded
-from tests.conftest import Sink, mail, make_settings
+from tests.conftest import CORPORA, Sink, mail, make_settings
 
 
 @contextmanager
@@ -134,6 +136,18 @@ def wait_until_processed(gateway: Embedded, timeout: float = 20.0) -> list[Inbou
     pytest.fail("inbound mail still waiting for the pipeline")
 
 
+def wait_until_sent(gateway: Embedded, timeout: float = 20.0) -> list[OutboxRow]:
+    """Every outbox row once all are recorded as sent (the relay has its copy first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with gateway.runtime.database.session() as session:
+            rows = list(session.scalars(select(OutboxRow)))
+        if all(row.status == OutboxStatus.SENT for row in rows):
+            return rows
+        time.sleep(0.05)
+    pytest.fail("outbox rows not recorded as sent")
+
+
 def test_reply_in_the_thread_joins_its_case_and_a_forged_tag_does_not(gateway, sink):
     send(gateway, mail("[P2] Slow recognition", message_id="opening"))
     (ack,) = sink.wait_for(1)
@@ -192,3 +206,34 @@ def test_automatic_replies_to_one_address_stop_at_the_limit(tmp_path, sink):
     assert event.data["reason"] == (
         "rate limit: 2 automatic mails to this address in 10 minutes already"
     )
+
+
+@pytest.mark.skipif(not CORPORA.is_dir(), reason=f"mail corpora not found at {CORPORA}")
+def test_every_corpus_message_is_taken_and_handled_and_no_bounce_is_answered(tmp_path, sink):
+    """The 185 real and broken messages of the corpora, as a relay delivers them
+    (CRLF line ends; bounces with the null envelope sender): each gets a 250,
+    each ends processed, ignored or a duplicate, and no bounce gets an answer."""
+    files = sorted(p for p in CORPORA.rglob("*") if p.is_file() and p.name != "INDEX.md")
+    bounce_ids: set[str] = set()
+    with embedded(tmp_path, sink, HELPDESK_POLICY="lumenvox") as running:
+        for path in files:
+            raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            bounce = path.parent.name in ("flufl.bounce", "bounce")
+            if bounce:
+                found = message_from_bytes(raw, policy=policy.compat32)["Message-ID"]
+                bounce_ids.update(str(found).split() if found else ())
+            send(running, raw, sender="" if bounce else "customer@customer.example")
+        rows = wait_until_processed(running, timeout=60)
+        queued = count(running, OutboxRow)  # made with their cases, so all there by now
+        acknowledgements = sink.wait_for(queued)
+        outbox = wait_until_sent(running)
+    assert len(rows) == len(files)
+    assert {row.status for row in rows} <= {
+        InboundStatus.PROCESSED, InboundStatus.IGNORED, InboundStatus.DUPLICATE,
+    }, [(row.id, row.status, row.reason) for row in rows if row.status == "quarantined"]
+    assert all(row.status == InboundStatus.IGNORED for row in rows if row.envelope_sender == "")
+    assert len(acknowledgements) == len(outbox) > 0
+    answered = {str(m.message["In-Reply-To"]) for m in acknowledgements}
+    assert not answered & bounce_ids
+    assert not any(m.recipients[0].lower().startswith(("mailer-daemon", "postmaster"))
+                   for m in acknowledgements)
