@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Accept = Callable[[bytes, str, list[str]], int]
 """Stores a message (raw, envelope sender, recipients) and returns its id."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 TEMPORARY_FAILURE = "451 4.3.0 Cannot store the message right now; please try again later"
 
@@ -89,11 +92,15 @@ class GatewaySMTP(SMTP):
     results; ``test_smtp_paths`` compares the two on generated input, so a
     change in aiosmtpd's parsing shows as a failing test rather than a drift.
 
-    One difference is deliberate: the standard library's parser raises
+    Two differences are deliberate. The standard library's parser raises
     ``IndexError`` on some malformed paths (``MAIL FROM:"``, ``MAIL FROM:" x"@``),
     which aiosmtpd lets through to ``handle_exception``: the client got a
     ``451`` and would retry, for days, a path that can never parse. Here such a
     path is malformed like any other, and the client gets ``553 5.1.3`` at once.
+    So is a path with a control character in it, which aiosmtpd's parse lets
+    through (``MAIL FROM:<a\\x00b@example.com>``): no mail can be delivered to
+    it, and PostgreSQL's text cannot store the NUL, so the store would fail
+    and the client retry for ever.
 
     A line of the message may be as long as the message may be. aiosmtpd
     refuses a line over RFC 5321's 1,000 octets with a permanent ``500``, but
@@ -122,6 +129,8 @@ class GatewaySMTP(SMTP):
             token, rest = parse(arg)
             path: str = token.addr_spec
         except (HeaderParseError, IndexError):
+            return None, None
+        if _CONTROL.search(path):
             return None, None
         limit = self.local_part_limit
         if limit and len(path.rpartition("@")[0]) > limit:
