@@ -10,30 +10,16 @@ until the first has finished. On SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, event, func, select
 
 from gateway.clock import utcnow
-from gateway.database import upgrade
 from gateway.inbound import accept
 from gateway.models import CASES, INBOUND, OUTBOX, InboundStatus
 from gateway.pipeline import Outcome, process_inbound
-from gateway.runtime import Runtime, build_runtime
-from tests.conftest import mail, make_settings
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def runtime(request, tmp_path) -> Iterator[Runtime]:
-    env = {}
-    if request.param == "postgresql":
-        env["HELPDESK_DATABASE_URL"] = request.getfixturevalue("pg_url")
-    runtime = build_runtime(make_settings(tmp_path, **env))
-    upgrade(runtime.engine)
-    yield runtime
-    runtime.close()
+from gateway.runtime import Runtime
+from tests.conftest import mail
 
 
 class Interleaved:

@@ -131,3 +131,28 @@ def test_corpus_headers_are_read_as_the_stdlib_reads_them():
         raw = path.read_bytes()
         assert read(raw) == reference(raw), path.name
         assert identify(raw)[0] == reference_message_id(raw), path.name
+
+
+@pytest.mark.parametrize("message_id", [
+    "<a\x00b@customer.example>", "<a\tb@customer.example>", "<a\x7fb@customer.example>",
+    "<" + "x" * 256 + "@customer.example>", "<a@" + "x" * 256 + ">",
+])
+def test_a_message_id_no_database_could_hold_is_none(message_id):
+    """A NUL is refused by PostgreSQL's text, and over 511 characters by its index."""
+    raw = f"From: alice@customer.example\r\nMessage-ID: {message_id}\r\n\r\nx\r\n".encode()
+    assert identify(raw)[0] is None
+    assert parse_message(raw).message_id is None
+
+
+def test_a_message_id_at_the_longest_is_kept():
+    message_id = "x" * 255 + "@" + "y" * 255
+    raw = f"From: alice@customer.example\r\nMessage-ID: <{message_id}>\r\n\r\nx\r\n".encode()
+    assert identify(raw)[0] == parse_message(raw).message_id == message_id
+
+
+@pytest.mark.parametrize(("local", "kept"), [("a" * 237, True), ("a" * 238, False)])
+def test_a_from_address_longer_than_an_smtp_path_is_not_answered(local, kept):
+    address = f"{local}@customer.example"  # 254 characters with the first local part
+    parsed = parse_message(f"From: {address}\r\nSubject: hi\r\n\r\nx\r\n".encode())
+    assert parsed.sender == (address if kept else None)
+    assert ("InvalidFromAddress" in parsed.defects) is not kept
