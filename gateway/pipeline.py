@@ -11,6 +11,11 @@
 7. open a case (``gateway.decide``), its first thread entry and events, and
    the acknowledgement in the outbox — all or nothing.
 
+A database that is unwell raises, and the message is tried again (the
+broker, the recovery sweep); one that refuses the message's own data (a
+value that no retry would make fit: ``refuses_the_data``) has it quarantined
+with the database's reason, as a defect in the code does.
+
 The message's row is not locked first: the last statement marks it handled
 only if it is still waiting (``_finish``), and a run that finds it handled
 meanwhile rolls its work back. Two runs of one message at once cannot both
@@ -38,7 +43,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from gateway.casenumber import find_case_number, format_number, subject_tag
 from gateway.classify import Envelope, Verdict, classify
@@ -106,11 +111,36 @@ def process_inbound(
             # records a duplicate).
             log.info("inbound %s raced another run; processing again", inbound_id)
             return _process(context, inbound_id, now, claim_outbox)
-    except DBAPIError:
-        raise  # the database is unwell: the broker retries, the sweep re-enqueues
+    except DBAPIError as error:
+        if not refuses_the_data(error):
+            raise  # the database is unwell: the broker retries, the sweep re-enqueues
+        # Retrying would meet the same refusal for ever: a person looks.
+        log.exception("inbound %s quarantined: the database refuses its data", inbound_id)
+        return quarantine(context.database, inbound_id, now,
+                          f"the database refuses its data: {error.orig!r}")
     except Exception as error:  # a defect must not block the message forever: a person looks
         log.exception("inbound %s quarantined", inbound_id)
         return quarantine(context.database, inbound_id, now, f"processing failed: {error!r}")
+
+
+_REFUSED_FOR_THE_DATA = ("22", "23", "54")
+"""SQLSTATE classes of a refusal that the same data meets every time: data
+exceptions (a NUL in text, a value longer than its column), integrity
+violations, and program limits (an index entry too large). Anything else (a
+lost connection, a deadlock, a full disk) may pass on a retry."""
+
+
+def refuses_the_data(error: DBAPIError) -> bool:
+    """Whether the database refused ``error``'s statement for the values it held.
+
+    An integrity violation reaches ``process_inbound``'s check only from its
+    second run: the first is taken for a race with another run, which the
+    second run then finds done. Met again, it is the data's own.
+    """
+    if isinstance(error, DataError | IntegrityError):
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    return sqlstate[:2] in _REFUSED_FOR_THE_DATA
 
 
 def quarantine(database: Database, inbound_id: int, now: datetime, reason: str) -> Outcome:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from gateway.clock import utcnow
+from gateway.database import Database, upgrade
 from gateway.inbound import accept
 from gateway.models import INBOUND, InboundStatus
-from gateway.pipeline import process_inbound
-from gateway.runtime import Runtime
+from gateway.pipeline import process_inbound, refuses_the_data
+from gateway.runtime import Runtime, build_runtime
+from tests.conftest import mail, make_settings
 
 
 def headers(*lines: bytes) -> bytes:
@@ -67,3 +71,64 @@ def test_stored_at_once_and_handled(runtime: Runtime, raw: bytes) -> None:
     with runtime.database.reading() as connection:
         status = connection.scalar(select(INBOUND.c.status).where(INBOUND.c.id == inbound_id))
     assert status == outcome.status
+
+
+@pytest.fixture
+def pg_runtime(tmp_path, pg_url) -> Iterator[Runtime]:
+    runtime = build_runtime(make_settings(tmp_path, HELPDESK_DATABASE_URL=pg_url))
+    upgrade(runtime.engine)
+    yield runtime
+    runtime.close()
+
+
+def test_a_mail_whose_data_the_database_refuses_is_quarantined_not_retried(pg_runtime):
+    # Given a cases table whose subject holds 20 characters (a refusal no
+    # retry can pass, as a NUL or an over-long value would meet)
+    with pg_runtime.database.transaction() as connection:
+        connection.exec_driver_sql("ALTER TABLE cases ALTER COLUMN subject TYPE varchar(20)")
+    raw = mail("[P1] Database down since the nightly backup at 02:00")
+    inbound_id = accept(pg_runtime.database, raw, source="smtp", sender="alice@customer.example",
+                        recipients=["support@example.com"], now=utcnow())
+    # When it is processed
+    outcome = process_inbound(pg_runtime.pipeline, inbound_id, utcnow())
+    # Then it is set aside for a person, with the database's reason
+    assert outcome.status == InboundStatus.QUARANTINED
+    with pg_runtime.database.reading() as connection:
+        reason = connection.scalar(select(INBOUND.c.reason).where(INBOUND.c.id == inbound_id))
+    assert reason.startswith("the database refuses its data: StringDataRightTruncation(")
+
+
+def refusal(database: Database, statement: str, **params: object) -> DBAPIError:
+    with pytest.raises(DBAPIError) as raised, database.transaction() as connection:
+        connection.execute(text(statement), params)
+    return raised.value
+
+
+def test_only_a_refusal_of_the_data_itself_is_taken_as_final(pg_runtime):
+    database = pg_runtime.database
+    refused = {
+        "NUL in text": refusal(database, "SELECT CAST(:v AS text)", v="a\x00b"),
+        "value too long": refusal(
+            database, "INSERT INTO cases (subject, customer_address, severity, status, policy, "
+            "opened_at, updated_at) VALUES ('', '', 1, 'open', :v, now(), now())", v="p" * 65),
+        "index entry too large": refusal(
+            database, "WITH c AS (INSERT INTO cases (subject, customer_address, severity, "
+            "status, policy, opened_at, updated_at) VALUES ('', '', 1, 'open', '', now(), now()) "
+            "RETURNING id) INSERT INTO thread_entries (case_id, direction, message_id, sender, "
+            "subject, at) SELECT id, 'in', :v, '', '', now() FROM c", v=noise(6000).decode()),
+        "a row that breaks a constraint (on a second run)": refusal(
+            database, "INSERT INTO thread_entries (case_id, direction, sender, subject, at) "
+            "VALUES (NULL, 'in', '', '', now())"),
+    }
+    for name, error in refused.items():
+        assert refuses_the_data(error), name
+    # A lock held elsewhere, or a server that does not answer: a retry may pass.
+    with database.transaction() as holder:
+        holder.exec_driver_sql("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE")
+        waited = refusal(database, "SET LOCAL lock_timeout = '50ms'; SELECT count(*) FROM cases")
+    assert not refuses_the_data(waited)
+    gone = Database("postgresql+psycopg://postgres@127.0.0.1:9/test")
+    with pytest.raises(DBAPIError) as unreachable, gone.reading() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    gone.dispose()
+    assert not refuses_the_data(unreachable.value)
