@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,26 +67,13 @@ def timed(step: Callable[..., T], *args: Any, clock: Callable[[], float] = time.
     return (clock() - started) * 1000, result
 
 
-class Stored:
-    """The dispatcher the SMTP edge hands each stored id to; here it only keeps it."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-
-    def process(self, inbound_id: int) -> None:
-        self.ids.append(inbound_id)
-
-    def send(self, outbox_id: int, delay: timedelta | None = None) -> None:
-        raise AssertionError("the SMTP edge never sends")
-
-
 class SmtpEdge:
     """The gateway's SMTP edge on loopback, and one client connection kept to it."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.stored = Stored()
+        self.stored: list[int] = []  # the ids the edge hands on, here only kept
         self.controller = make_controller(
-            smtp_handler(runtime, self.stored), host="127.0.0.1", port=free_port(),
+            smtp_handler(runtime, self.stored.append), host="127.0.0.1", port=free_port(),
             max_message_size=runtime.settings.smtp.max_message_size,
             hostname="gateway.example",
         )
@@ -97,7 +83,7 @@ class SmtpEdge:
 
     def store(self, raw: bytes, sender: str) -> int:
         self.client.sendmail(sender, ["support@example.com"], raw)
-        return self.stored.ids.pop()
+        return self.stored.pop()
 
     def close(self) -> None:
         self.client.quit()

@@ -17,6 +17,7 @@ import dramatiq
 
 from gateway.clock import utcnow
 from gateway.database import is_current, upgrade
+from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.recovery import Dispatcher, sweep
 from gateway.runtime import Runtime, build_runtime
@@ -80,26 +81,40 @@ class Sweeper:
             self.once(timedelta(seconds=recovery.stale_after))
 
 
-def smtp_handler(runtime: Runtime, dispatch: Dispatcher) -> InboundHandler:
+def smtp_handler(runtime: Runtime, enqueue: Callable[[int], None]) -> InboundHandler:
+    """The SMTP edge's handler: store in ``runtime``'s database, then ``enqueue``
+    the id (which must return at once: the edge's event loop calls it)."""
     def store(raw: bytes, sender: str, recipients: list[str]) -> int:
         return accept(runtime.database, raw, source="smtp", sender=sender,
                       recipients=recipients, now=utcnow())
 
-    return InboundHandler(store, dispatch.process, runtime.settings.support.addresses, utcnow)
+    return InboundHandler(store, enqueue, runtime.settings.support.addresses, utcnow)
 
 
 def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
-    """Start the SMTP listener; returns its stop function."""
+    """Start the SMTP listener, handing stored mail to ``dispatch`` through a
+    ``Handoff``; returns its stop function."""
     smtp = runtime.settings.smtp
+    handoff = Handoff(dispatch.process)
+    handoff.start()
     controller = make_controller(
-        smtp_handler(runtime, dispatch), host=smtp.host, port=smtp.port,
+        smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
         max_message_size=smtp.max_message_size, hostname=smtp.hostname,
         tls=tls_context(smtp.tls_cert, smtp.tls_key),
     )
-    controller.start()
+    try:
+        controller.start()
+    except BaseException:
+        handoff.stop()
+        raise
     log.info("SMTP listening on %s:%s for %s", smtp.host, controller.port,
              ", ".join(runtime.settings.support.addresses))
-    return controller.stop
+
+    def stop() -> None:
+        controller.stop()
+        handoff.stop()
+
+    return stop
 
 
 def migrate_if_needed(runtime: Runtime) -> None:

@@ -71,10 +71,7 @@ class InboundHandler:
         except Exception:
             log.exception("451 to %s: storing failed", session.peer)
             return TEMPORARY_FAILURE
-        try:
-            self._enqueue(inbound_id)
-        except Exception:  # stored is what counts: the recovery sweep enqueues it later
-            log.exception("inbound %s stored but not enqueued; the sweep will", inbound_id)
+        self._enqueue(inbound_id)  # returns at once (gateway.handoff); the sweep is the guarantee
         return f"250 2.0.0 Accepted as message {inbound_id}"
 
     async def handle_exception(self, error: Exception) -> str:

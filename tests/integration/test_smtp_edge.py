@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,10 +13,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from gateway.database import upgrade
 from gateway.models import InboundMessage
-from gateway.service import Embedded
+from gateway.runtime import Runtime, build_runtime
+from gateway.service import Embedded, start_smtp
 from tests.conftest import Sink, mail, make_settings
 from tests.proxy import TcpProxy
+from workers.actors import declare
+from workers.broker import make_broker
 
 
 def start(settings) -> Embedded:
@@ -39,7 +45,11 @@ def client(gateway: Embedded) -> smtplib.SMTP:
 
 
 def stored(gateway: Embedded) -> int:
-    with gateway.runtime.database.session() as session:
+    return stored_count(gateway.runtime)
+
+
+def stored_count(runtime: Runtime) -> int:
+    with runtime.database.session() as session:
         return session.scalar(select(func.count()).select_from(InboundMessage)) or 0
 
 
@@ -166,3 +176,62 @@ def test_451_while_the_database_is_unreachable_then_taken_once_back(tmp_path, si
     finally:
         running.stop()
         proxy.close()
+
+
+class SilentServer:
+    """A TCP server that takes connections and never answers: a broker behind a
+    network partition. ``requests`` counts the connections that sent something."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self.requests = threading.Semaphore(0)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            if connection.recv(65536):
+                self.requests.release()
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._held:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+
+def test_a_broker_that_never_answers_delays_no_250(tmp_path):
+    # Given an SMTP edge whose broker takes the connection and never answers
+    # (and a client that would wait ten minutes for it)
+    silent = SilentServer()
+    settings = make_settings(
+        tmp_path, HELPDESK_BROKER_URL=f"redis://127.0.0.1:{silent.port}/0?socket_timeout=600",
+    )
+    broker = make_broker(settings)
+    runtime = build_runtime(settings)
+    upgrade(runtime.engine)
+    stop = start_smtp(runtime, declare(broker, runtime))
+    try:
+        # When three mails are sent, one after the other
+        with smtplib.SMTP(settings.smtp.host, settings.smtp.port, timeout=30) as smtp:
+            for n in range(3):
+                smtp.sendmail("alice@customer.example", ["support@example.com"],
+                             mail(f"[P2] Slow recognition {n}"))
+        # Then each got its 250 while the broker still held the first one unanswered
+        assert silent.requests.acquire(timeout=30)
+        assert stored_count(runtime) == 3
+    finally:
+        silent.close()  # the handoff's read fails now, and it can stop
+        stop()
+        runtime.close()
