@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from gateway.casenumber import find_case_number, format_number, subject_tag
@@ -172,6 +172,10 @@ _FINISH = update(INBOUND).where(
     INBOUND.c.id == bindparam("inbound_id"), INBOUND.c.status == InboundStatus.RECEIVED
 )
 _FIND_DUPLICATE = select(THREAD.c.case_id).where(THREAD.c.dedup_key == bindparam("dedup_key"))
+_FIND_DUPLICATE_LOCKING_SENDER = select(
+    _FIND_DUPLICATE.scalar_subquery(),
+    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("sender_key"), 0)),
+)
 _CASE_BY_NUMBER = select(CASES.c.id, CASES.c.customer_address).where(
     CASES.c.number == bindparam("number")
 )
@@ -228,7 +232,7 @@ def _decide(
     mail: ParsedMail, now: datetime, claim_outbox: bool,
 ) -> Outcome:
     dedup_key = _dedup_key(mail.message_id, row.digest)
-    earlier = connection.scalar(_FIND_DUPLICATE, {"dedup_key": dedup_key})
+    earlier = _find_duplicate(connection, dedup_key, mail.sender)
     if earlier is not None:
         return _finish(
             connection, inbound_id, InboundStatus.DUPLICATE, now, "delivered before", earlier
@@ -245,6 +249,23 @@ def _decide(
     return _open_case(
         context, connection, inbound_id, row, mail, verdict, dedup_key, now, claim_outbox
     )
+
+
+def _find_duplicate(connection: Connection, dedup_key: str, sender: str | None) -> int | None:
+    """The case of a message processed before with ``dedup_key``, if any.
+
+    On PostgreSQL the same statement takes a lock on the sender's address, held
+    to the commit: the reply limit is read later in this transaction, and two
+    mails from one address processed at once would both count the same earlier
+    acknowledgements, and both pass a limit that one of them reaches. A later
+    statement sees what the lock's last holder committed. SQLite runs one
+    writer at a time, so it needs none.
+    """
+    if sender and connection.dialect.name == "postgresql":
+        return connection.execute(_FIND_DUPLICATE_LOCKING_SENDER, {
+            "dedup_key": dedup_key, "sender_key": sender.lower(),
+        }).one()[0]
+    return connection.scalar(_FIND_DUPLICATE, {"dedup_key": dedup_key})
 
 
 def _dedup_key(message_id: str | None, digest: str) -> str:

@@ -9,17 +9,21 @@ until the first has finished. On SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, func, select
 
 from gateway.clock import utcnow
+from gateway.database import upgrade
 from gateway.inbound import accept
 from gateway.models import CASES, INBOUND, OUTBOX, InboundStatus
 from gateway.pipeline import Outcome, process_inbound
-from gateway.runtime import Runtime
-from tests.conftest import mail
+from gateway.runtime import Runtime, build_runtime
+from tests.conftest import mail, make_settings
 
 
 class Interleaved:
@@ -121,3 +125,45 @@ def test_a_mail_that_opens_no_case_is_marked_once(runtime):
     assert sorted(outcome.status for outcome in outcomes) == ["ignored", "skipped"]
     assert status_of(runtime, inbound_id) == InboundStatus.IGNORED
     assert (count(runtime, CASES), count(runtime, OUTBOX)) == (0, 0)
+
+
+@pytest.fixture
+def limited(tmp_path, request) -> Iterator[Runtime]:
+    """A runtime (each database) allowing two automatic mails per address in ten minutes."""
+    env = {"HELPDESK_AUTO_REPLIES_PER_10_MINUTES": "2"}
+    if request.param == "postgresql":
+        env["HELPDESK_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    runtime = build_runtime(make_settings(tmp_path, **env))
+    upgrade(runtime.engine)
+    yield runtime
+    runtime.close()
+
+
+@pytest.mark.parametrize("limited", ["sqlite", "postgresql"], indirect=True)
+def test_mails_from_one_address_at_once_get_no_more_replies_than_the_limit(limited):
+    # Given six mails from one robot, stored
+    runtime = limited
+    ids = [store(runtime, mail(f"Re: Your request {n}", sender="robot@customer.example"),
+                 sender="robot@customer.example") for n in range(6)]
+    # When each is processed in its own thread, and every run that has read the
+    # reply limit waits (up to a second) for the others to read it too
+    read_the_limit = threading.Barrier(len(ids), timeout=1.0)
+
+    def executed(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM outbox" in statement and "recipient_key" in statement:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                read_the_limit.wait()
+
+    event.listen(Engine, "after_cursor_execute", executed)
+    try:
+        runs = [threading.Thread(target=process_inbound, args=(runtime.pipeline, i, utcnow()))
+                for i in ids]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(timeout=60)
+    finally:
+        event.remove(Engine, "after_cursor_execute", executed)
+    # Then six cases, and only two acknowledgements
+    assert all(status_of(runtime, i) == InboundStatus.PROCESSED for i in ids)
+    assert (count(runtime, CASES), count(runtime, OUTBOX)) == (6, 2)
