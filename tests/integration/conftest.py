@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +12,19 @@ from gateway.runtime import Runtime, build_runtime
 from tests.conftest import make_settings
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def runtime(request, tmp_path) -> Iterator[Runtime]:
-    """A runtime (no servers started) on an empty, migrated database of each kind."""
-    env = {}
+def runtime_for(request: pytest.FixtureRequest, tmp_path: Path, **env: str) -> Runtime:
+    """A runtime (no servers started) on an empty, migrated database of the kind
+    ``request.param`` names, with more settings from ``env``."""
     if request.param == "postgresql":
         env["HELPDESK_DATABASE_URL"] = request.getfixturevalue("pg_url")
     runtime = build_runtime(make_settings(tmp_path, **env))
     upgrade(runtime.engine)
-    yield runtime
-    runtime.close()
+    return runtime
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on each database in turn."""
+    running = runtime_for(request, tmp_path)
+    yield running
+    running.close()

@@ -12,18 +12,20 @@ from __future__ import annotations
 import base64
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from gateway.clock import utcnow
-from gateway.database import Database, upgrade
+from gateway.database import Database
 from gateway.inbound import accept
 from gateway.models import INBOUND, InboundStatus
 from gateway.pipeline import process_inbound, refuses_the_data
-from gateway.runtime import Runtime, build_runtime
-from tests.conftest import mail, make_settings
+from gateway.runtime import Runtime
+from tests.conftest import mail
+from tests.integration.conftest import runtime_for
 
 
 def headers(*lines: bytes) -> bytes:
@@ -73,12 +75,12 @@ def test_stored_at_once_and_handled(runtime: Runtime, raw: bytes) -> None:
     assert status == outcome.status
 
 
-@pytest.fixture
-def pg_runtime(tmp_path, pg_url) -> Iterator[Runtime]:
-    runtime = build_runtime(make_settings(tmp_path, HELPDESK_DATABASE_URL=pg_url))
-    upgrade(runtime.engine)
-    yield runtime
-    runtime.close()
+@pytest.fixture(params=["postgresql"])
+def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """PostgreSQL only: SQLite refuses none of this data."""
+    running = runtime_for(request, tmp_path)
+    yield running
+    running.close()
 
 
 def test_a_mail_whose_data_the_database_refuses_is_quarantined_not_retried(pg_runtime):

@@ -12,18 +12,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
 
 from gateway.clock import utcnow
-from gateway.database import upgrade
 from gateway.inbound import accept
 from gateway.models import CASES, INBOUND, OUTBOX, InboundStatus
 from gateway.pipeline import Outcome, process_inbound
-from gateway.runtime import Runtime, build_runtime
-from tests.conftest import mail, make_settings
+from gateway.runtime import Runtime
+from tests.conftest import mail
+from tests.integration.conftest import runtime_for
 
 
 class Interleaved:
@@ -127,19 +128,14 @@ def test_a_mail_that_opens_no_case_is_marked_once(runtime):
     assert (count(runtime, CASES), count(runtime, OUTBOX)) == (0, 0)
 
 
-@pytest.fixture
-def limited(tmp_path, request) -> Iterator[Runtime]:
-    """A runtime (each database) allowing two automatic mails per address in ten minutes."""
-    env = {"HELPDESK_AUTO_REPLIES_PER_10_MINUTES": "2"}
-    if request.param == "postgresql":
-        env["HELPDESK_DATABASE_URL"] = request.getfixturevalue("pg_url")
-    runtime = build_runtime(make_settings(tmp_path, **env))
-    upgrade(runtime.engine)
-    yield runtime
-    runtime.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def limited(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on each database allowing two automatic mails per address in ten minutes."""
+    running = runtime_for(request, tmp_path, HELPDESK_AUTO_REPLIES_PER_10_MINUTES="2")
+    yield running
+    running.close()
 
 
-@pytest.mark.parametrize("limited", ["sqlite", "postgresql"], indirect=True)
 def test_mails_from_one_address_at_once_get_no_more_replies_than_the_limit(limited):
     # Given six mails from one robot, stored
     runtime = limited

@@ -62,10 +62,10 @@ def test_foreign_recipient_gets_550_no_relay(gateway):
     assert b"no relay" in text
 
 
-@pytest.mark.parametrize("path", ['" x"@', '<" x"@>', '"', "<a\x00b@customer.example>"])
+@pytest.mark.parametrize("path", ['" x"@', '<" x"@>', '"', "0@[", "<a\x00b@customer.example>"])
 def test_a_path_that_cannot_parse_gets_553_not_a_retry(gateway, path):
-    """The standard library's parser raises IndexError on the first three; the
-    last, with a NUL, PostgreSQL cannot store. A 451 would have the sender
+    """The standard library's parser raises IndexError or AttributeError on the
+    first four; the last, with a NUL, PostgreSQL cannot store. A 451 would have the sender
     retry, for days, a path that can never be taken."""
     with client(gateway) as smtp:
         smtp.ehlo()
