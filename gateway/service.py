@@ -99,7 +99,8 @@ def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
     handoff.start()
     controller = make_controller(
         smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
-        max_message_size=smtp.max_message_size, hostname=smtp.hostname,
+        max_message_size=smtp.max_message_size, max_connections=smtp.max_connections,
+        hostname=smtp.hostname,
         tls=tls_context(smtp.tls_cert, smtp.tls_key),
     )
     try:

@@ -73,6 +73,10 @@ class SmtpSettings(_Section):
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Bytes; larger mail is refused with 552 (announced with SIZE)."""
 
+    max_connections: int = Field(default=100, ge=1)
+    """SMTP sessions open at once; one more is greeted with 421 and closed, and
+    its sender retries later. Each session may hold up to ``max_message_size``."""
+
     tls_cert: str = ""
     tls_key: str = ""
     """STARTTLS is offered when both are set."""

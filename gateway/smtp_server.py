@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -109,7 +110,8 @@ class GatewaySMTP(SMTP):
     that ends in a bare LF is kept inside the message, never read as its end.
     """
 
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, sessions: Sessions | None = None, **kwargs: Any) -> None:
+        self._sessions = sessions
         size = kwargs.get("data_size_limit")
         if size:
             # Read by aiosmtpd's __init__, which sizes the stream's buffer by it.
@@ -135,9 +137,61 @@ class GatewaySMTP(SMTP):
         return path, rest
 
 
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        if self._sessions is not None:
+            self._sessions.ended()
+            self._sessions = None
+
+
+class Sessions:
+    """The SMTP sessions open at once, against a most (``smtp.max_connections``).
+
+    Each session may hold a whole message in memory, and aiosmtpd takes every
+    connection it is offered: without a most, enough clients at once exhaust
+    the process's memory, and every session in it is lost. One over the most
+    is greeted with ``421`` (RFC 5321 §3.8: try again later) and closed, as
+    Postfix does when its smtpd processes are all busy. Counted on the
+    server's event loop only, so no lock.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.open = 0
+
+    def begin(self) -> bool:
+        if self.open >= self.most:
+            return False
+        self.open += 1
+        return True
+
+    def ended(self) -> None:
+        self.open -= 1
+
+
+class _Busy(asyncio.Protocol):
+    """Answers one connection too many with 421 and closes it."""
+
+    def __init__(self, hostname: str) -> None:
+        self._hostname = hostname
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        log.warning("421 to %s: too many SMTP sessions open", transport.get_extra_info("peername"))
+        transport.write(f"421 4.7.0 {self._hostname} Too many connections; "
+                        "please try again later\r\n".encode())
+        transport.close()
+
+
 class _GatewayController(Controller):
+    def __init__(self, handler: Any, *, max_sessions: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.sessions = Sessions(max_sessions)
+
     def factory(self) -> SMTP:
-        return GatewaySMTP(self.handler, **self.SMTP_kwargs)
+        if not self.sessions.begin():
+            return _Busy(self.SMTP_kwargs["hostname"])  # type: ignore[return-value]
+        return GatewaySMTP(self.handler, sessions=self.sessions, **self.SMTP_kwargs)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
@@ -155,13 +209,20 @@ def make_controller(
     host: str,
     port: int,
     max_message_size: int,
+    max_connections: int = 100,
     hostname: str = "",
     tls: ssl.SSLContext | None = None,
 ) -> Controller:
-    """An aiosmtpd Controller (its own thread and event loop) for ``handler``."""
+    """An aiosmtpd Controller (its own thread and event loop) for ``handler``.
+
+    The name in the greeting is looked up once, here: aiosmtpd, given none,
+    calls ``socket.getfqdn()`` for every connection on its event loop, which
+    with a slow resolver holds up every session for the lookup's time.
+    """
     kwargs: dict[str, Any] = {"data_size_limit": max_message_size, "ident": "helpdesk gateway"}
     if tls is not None:
         kwargs["tls_context"] = tls
     return _GatewayController(
-        handler, hostname=host, port=port, server_hostname=hostname or None, **kwargs
+        handler, max_sessions=max_connections, hostname=host, port=port,
+        server_hostname=hostname or socket.getfqdn(), **kwargs
     )

@@ -235,3 +235,34 @@ def test_a_broker_that_never_answers_delays_no_250(tmp_path):
         silent.close()  # the handoff's read fails now, and it can stop
         stop()
         runtime.close()
+
+
+def test_one_session_over_the_most_gets_421_and_the_next_after_a_close_is_taken(tmp_path, sink):
+    running = start(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_MAX_CONNECTIONS="2",
+    ))
+    try:
+        first, second = client(running), client(running)
+        # A third is greeted with 421 and closed: its sender tries again later
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            client(running)
+        assert refused.value.smtp_code == 421
+        # The two open sessions work as ever
+        second.sendmail("alice@customer.example", ["support@example.com"], mail("[P2] two"))
+        # Once one ends, a new session is taken
+        first.quit()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                third = client(running)
+                break
+            except smtplib.SMTPConnectError:  # the server may not have seen the close yet
+                assert time.monotonic() < deadline, "the closed session was never freed"
+                time.sleep(0.05)
+        third.sendmail("alice@customer.example", ["support@example.com"], mail("[P2] three"))
+        third.quit()
+        second.quit()
+        assert stored(running) == 2
+    finally:
+        running.stop()
