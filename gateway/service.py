@@ -96,13 +96,13 @@ def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
     ``Handoff``; returns its stop function."""
     smtp = runtime.settings.smtp
     handoff = Handoff(dispatch.process)
-    handoff.start()
     controller = make_controller(
         smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
         max_message_size=smtp.max_message_size, max_connections=smtp.max_connections,
         hostname=smtp.hostname,
         tls=tls_context(smtp.tls_cert, smtp.tls_key),
     )
+    handoff.start()
     try:
         controller.start()
     except BaseException:

@@ -75,7 +75,8 @@ class SmtpSettings(_Section):
 
     max_connections: int = Field(default=100, ge=1)
     """SMTP sessions open at once; one more is greeted with 421 and closed, and
-    its sender retries later. Each session may hold up to ``max_message_size``."""
+    its sender retries later. A session receiving a message holds it a few
+    times over while it is read and stored: size memory for this many."""
 
     tls_cert: str = ""
     tls_key: str = ""

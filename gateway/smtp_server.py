@@ -29,7 +29,12 @@ log = logging.getLogger(__name__)
 Accept = Callable[[bytes, str, list[str]], int]
 """Stores a message (raw, envelope sender, recipients) and returns its id."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNUSABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+"""In a path: control characters, and undecodable bytes (aiosmtpd reads
+command arguments with ``surrogateescape``)."""
+
+LONGEST_LINE = 1024 * 1024 + 2
+"""Longest line a session takes, its CRLF included (see ``GatewaySMTP``)."""
 
 TEMPORARY_FAILURE = "451 4.3.0 Cannot store the message right now; please try again later"
 
@@ -95,29 +100,28 @@ class GatewaySMTP(SMTP):
     lets through to ``handle_exception``: the client got a
     ``451`` and would retry, for days, a path that can never parse. Here such a
     path is malformed like any other, and the client gets ``553 5.1.3`` at once.
-    So is a path with a control character in it, which aiosmtpd's parse lets
-    through (``MAIL FROM:<a\\x00b@example.com>``): no mail can be delivered to
-    it, and PostgreSQL's text cannot store the NUL, so the store would fail
-    and the client retry for ever.
+    So is a path with a control character or an undecodable byte in it, which
+    aiosmtpd's parse lets through (``MAIL FROM:<a\\x00b@example.com>``, a raw
+    Latin-1 byte): no mail can be delivered to it, and the database cannot
+    store it (PostgreSQL's text holds no NUL; a lone surrogate encodes to
+    nothing), so the store would fail and the client retry for ever.
 
-    A line of the message may be as long as the message may be. aiosmtpd
-    refuses a line over RFC 5321's 1,000 octets with a permanent ``500``, but
-    real clients send longer ones (Outlook's HTML, an unwrapped base64 part)
-    and the relays before the gateway pass them on (Postfix rebuilds long
-    lines rather than refusing them): the customer would get a bounce for an
-    ordinary mail. The message's size limit still bounds what one
-    connection holds. The end of the data is still only CRLF.CRLF, so a line
-    that ends in a bare LF is kept inside the message, never read as its end.
+    A line may be up to ``LONGEST_LINE`` long. aiosmtpd refuses a line over
+    RFC 5321's 1,000 octets with a permanent ``500``, but real clients send
+    longer ones (Outlook's HTML, an unwrapped base64 part) and the relays
+    before the gateway pass them on (Postfix rebuilds long lines rather than
+    refusing them): the customer would get a bounce for an ordinary mail.
+    aiosmtpd sizes the one stream buffer of a session, commands included, by
+    this limit, and reads a command line whole before it checks its length:
+    so the limit is a bound, not the message's size. The end of the data is
+    still only CRLF.CRLF, so a line that ends in a bare LF is kept inside the
+    message, never read as its end.
     """
+
+    line_length_limit = LONGEST_LINE
 
     def __init__(self, handler: Any, *, sessions: Sessions | None = None, **kwargs: Any) -> None:
         self._sessions = sessions
-        size = kwargs.get("data_size_limit")
-        if size:
-            # Read by aiosmtpd's __init__, which sizes the stream's buffer by it.
-            # A message over the size limit gets 552; only one with a single
-            # line longer than that whole limit still gets aiosmtpd's 500.
-            self.line_length_limit = max(self.line_length_limit, size + 2)
         super().__init__(handler, **kwargs)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -129,7 +133,7 @@ class GatewaySMTP(SMTP):
             path: str = token.addr_spec
         except Exception:  # HeaderParseError, and the parser's own slips on broken input
             return None, None
-        if _CONTROL.search(path):
+        if _UNUSABLE.search(path):
             return None, None
         limit = self.local_part_limit
         if limit and len(path.rpartition("@")[0]) > limit:
@@ -138,10 +142,12 @@ class GatewaySMTP(SMTP):
 
 
     def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
-        if self._sessions is not None:
-            self._sessions.ended()
-            self._sessions = None
+        try:
+            super().connection_lost(error)
+        finally:
+            if self._sessions is not None:
+                self._sessions.ended()
+                self._sessions = None
 
 
 class Sessions:
@@ -187,11 +193,24 @@ class _GatewayController(Controller):
     def __init__(self, handler: Any, *, max_sessions: int, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.sessions = Sessions(max_sessions)
+        self._counting = False
+
+    def start(self) -> None:
+        # Sessions are counted from here on: not the connection that start()
+        # makes to its own server, which may not have ended when it returns.
+        super().start()
+        self._counting = True
 
     def factory(self) -> SMTP:
+        if not self._counting:
+            return GatewaySMTP(self.handler, **self.SMTP_kwargs)
         if not self.sessions.begin():
             return _Busy(self.SMTP_kwargs["hostname"])  # type: ignore[return-value]
-        return GatewaySMTP(self.handler, sessions=self.sessions, **self.SMTP_kwargs)
+        try:
+            return GatewaySMTP(self.handler, sessions=self.sessions, **self.SMTP_kwargs)
+        except BaseException:
+            self.sessions.ended()
+            raise
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext | None:

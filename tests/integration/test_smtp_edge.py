@@ -62,17 +62,24 @@ def test_foreign_recipient_gets_550_no_relay(gateway):
     assert b"no relay" in text
 
 
-@pytest.mark.parametrize("path", ['" x"@', '<" x"@>', '"', "0@[", "<a\x00b@customer.example>"])
+@pytest.mark.parametrize("path", [
+    b'" x"@', b'<" x"@>', b'"', b"0@[", b"<a\x00b@customer.example>", b"<caf\xe9@customer.example>",
+])
 def test_a_path_that_cannot_parse_gets_553_not_a_retry(gateway, path):
     """The standard library's parser raises IndexError or AttributeError on the
-    first four; the last, with a NUL, PostgreSQL cannot store. A 451 would have the sender
+    first four; the database cannot store the last two (a NUL; a raw Latin-1
+    byte, which aiosmtpd reads as a lone surrogate). A 451 would have the sender
     retry, for days, a path that can never be taken."""
+    def command(line: bytes) -> int:
+        smtp.send(line + b"\r\n")  # as bytes: smtplib would not send the Latin-1 one
+        return smtp.getreply()[0]
+
     with client(gateway) as smtp:
         smtp.ehlo()
-        assert smtp.docmd("MAIL", f"FROM:{path}")[0] == 553
-        assert smtp.docmd("MAIL", "FROM:<alice@customer.example>")[0] == 250
-        assert smtp.docmd("RCPT", f"TO:{path}")[0] == 553
-        assert smtp.docmd("RCPT", "TO:<support@example.com>")[0] == 250
+        assert command(b"MAIL FROM:" + path) == 553
+        assert command(b"MAIL FROM:<alice@customer.example>") == 250
+        assert command(b"RCPT TO:" + path) == 553
+        assert command(b"RCPT TO:<support@example.com>") == 250
 
 
 def raw_session(gateway: Embedded, data: bytes) -> list[bytes]:
@@ -117,13 +124,18 @@ def test_a_bare_lf_message_is_one_message_and_never_ends_before_crlf_dot_crlf(ga
     """LF-only lines (scripts that send ``msg.as_bytes()``) are kept inside the
     message; a bare-LF dot line is content, so no second message can be
     smuggled in after it."""
-    smuggled = b"\n.\nMAIL FROM:<ceo@example.com>\nRCPT TO:<support@example.com>\nDATA\n"
     raw = (b"From: Monitor <monitor@customer.example>\nTo: support@example.com\n"
-           b"Subject: [P2] Disk 91% full\n\n" + b"df output line\n" * 120 + smuggled
-           + b"Subject: forged\n\nforged body")
+           b"Subject: [P2] Disk 91% full\n\n" + b"df output line\n" * 120)
+    for end in (b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"):
+        raw += end + b"MAIL FROM:<ceo@example.com>\nRCPT TO:<support@example.com>\nDATA\n"
+    raw += b"Subject: forged\n\nforged body"
     replies = raw_session(gateway, raw)
     assert replies[-1].startswith(b"250 "), replies
-    assert stored_raw(gateway) == [raw + b"\r\n"]
+    [kept] = stored_raw(gateway)
+    # Byte for byte, but for the one line that starts with a dot after a CRLF:
+    # SMTP's transparency takes it off (a client would have doubled it).
+    assert kept == raw.replace(b"\r\n.\n", b"\r\n\n") + b"\r\n"
+    assert kept.count(b"MAIL FROM:<ceo@example.com>") == 4
 
 
 def test_support_address_is_accepted_in_any_case(gateway, sink):

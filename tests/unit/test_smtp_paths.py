@@ -4,8 +4,8 @@
 two ways: a path on which the standard library's parser raises anything
 (``IndexError``, ``AttributeError``) is unparseable (a 553; aiosmtpd lets
 the error escape, which became a 451), and so is one with a control
-character in the address. Any other difference is a behaviour change at
-the SMTP edge.
+character or an undecodable byte (a lone surrogate) in the address. Any
+other difference is a behaviour change at the SMTP edge.
 """
 
 from __future__ import annotations
@@ -69,14 +69,16 @@ def pair(loop: asyncio.AbstractEventLoop, limit: int) -> tuple[SMTP, SMTP]:
 @example(arg="0@[")
 @example(arg="<a\x00b@c.example>")
 @example(arg="a\tb@c.example")
+@example(arg="<caf\udce9@c.example>")
 def test_paths_parse_as_aiosmtpd_parses_them(loop, limit: int, arg: str) -> None:
     theirs, ours = pair(loop, limit)
     try:
         expected = theirs._getaddr(arg)
     except Exception:  # the standard library's parser slips on some broken paths
         expected = (None, None)  # ours: unparseable, so 553 rather than a 451
-    if expected[0] and any(ord(c) < 32 or ord(c) == 127 for c in expected[0]):
-        expected = (None, None)  # ours: a control character makes the path malformed
+    if expected[0] and any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF
+                           for c in expected[0]):
+        expected = (None, None)  # ours: a control or undecodable byte makes it malformed
     assert ours._getaddr(arg) == expected
 
 
