@@ -137,4 +137,55 @@ def upgrade(ctx: click.Context) -> None:
     click.echo("database schema is up to date")
 
 
+@main.group()
+def quarantine() -> None:
+    """Mail set aside for a person (it could not be handled)."""
+
+
+@quarantine.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.pass_context
+def quarantine_list(ctx: click.Context, limit: int) -> None:
+    """The quarantined messages, oldest first, each with its reason."""
+    from gateway.database import Database
+    from gateway.quarantine import quarantined
+
+    database = Database(command_settings(ctx).database_url, pool_size=1)
+    try:
+        found = quarantined(database, limit=limit)
+    finally:
+        database.dispose()
+    for item in found:
+        click.echo(f"{item.id}\t{item.received_at:%Y-%m-%d %H:%M:%S}\t"
+                   f"{item.envelope_sender or '<>'}\t{item.message_id or '-'}\t{item.reason}")
+    if not found:
+        click.echo("nothing is quarantined")
+
+
+@quarantine.command("release")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def quarantine_release(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Give messages back to the pipeline, once what stopped them is mended.
+
+    The recovery sweep hands them out within recovery.stale_after and
+    recovery.interval (90 seconds by default)."""
+    from gateway.clock import utcnow
+    from gateway.database import Database
+    from gateway.quarantine import release
+
+    database = Database(command_settings(ctx).database_url, pool_size=1)
+    try:
+        released = release(database, ids, utcnow())
+    finally:
+        database.dispose()
+    for inbound_id in released:
+        click.echo(f"{inbound_id} released")
+    missed = sorted(set(ids) - set(released))
+    if missed:
+        raise click.ClickException(
+            "not quarantined (or no such message): " + ", ".join(map(str, missed))
+        )
+
+
 main.add_command(policy)

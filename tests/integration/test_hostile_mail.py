@@ -12,17 +12,22 @@ from __future__ import annotations
 import base64
 import random
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from gateway.cli import main
 from gateway.clock import utcnow
 from gateway.database import Database
 from gateway.inbound import accept
 from gateway.models import INBOUND, InboundStatus
 from gateway.pipeline import process_inbound, refuses_the_data
+from gateway.recovery import sweep
 from gateway.runtime import Runtime
 from tests.conftest import mail
 from tests.integration.conftest import runtime_for
@@ -134,3 +139,40 @@ def test_only_a_refusal_of_the_data_itself_is_taken_as_final(pg_runtime):
         connection.exec_driver_sql("SELECT 1")
     gone.dispose()
     assert not refuses_the_data(unreachable.value)
+
+
+def test_a_quarantined_mail_is_listed_and_once_released_handled_like_any_other(
+    pg_runtime, tmp_path, monkeypatch
+):
+    # Given a mail quarantined because its subject did not fit a narrowed column
+    with pg_runtime.database.transaction() as connection:
+        connection.exec_driver_sql("ALTER TABLE cases ALTER COLUMN subject TYPE varchar(20)")
+    inbound_id = accept(pg_runtime.database, mail("[P1] Database down since the backup at 02:00"),
+                        source="smtp", sender="alice@customer.example",
+                        recipients=["support@example.com"], now=utcnow())
+    assert process_inbound(pg_runtime.pipeline, inbound_id, utcnow()).status == "quarantined"
+    monkeypatch.chdir(tmp_path)
+    env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": pg_runtime.settings.database_url}
+
+    def helpdesk(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    # When a person lists the quarantine, it is there with the database's reason
+    listed = helpdesk("quarantine", "list")
+    assert listed.exit_code == 0, listed.output
+    [line] = listed.output.splitlines()
+    assert line.startswith(f"{inbound_id}\t") and "StringDataRightTruncation" in line
+    # And when the column is mended and the mail released (an unknown id is named)
+    with pg_runtime.database.transaction() as connection:
+        connection.exec_driver_sql("ALTER TABLE cases ALTER COLUMN subject TYPE text")
+    released = helpdesk("quarantine", "release", str(inbound_id), "999999")
+    assert released.exit_code == 1
+    assert f"{inbound_id} released" in released.output
+    assert "not quarantined (or no such message): 999999" in released.output
+    # Then the recovery sweep hands it out, and it opens its case
+    handed: list[int] = []
+    dispatch = SimpleNamespace(process=handed.append, send=None)
+    sweep(pg_runtime.database, dispatch, utcnow(), timedelta(0))
+    assert handed == [inbound_id]
+    assert process_inbound(pg_runtime.pipeline, inbound_id, utcnow()).status == "processed"
+    assert helpdesk("quarantine", "list").output == "nothing is quarantined\n"
