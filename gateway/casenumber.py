@@ -17,6 +17,11 @@ from functools import lru_cache
 
 _ALLOWED_FIELDS = {"seq", "year"}
 _SAFE = re.compile(r"[A-Za-z0-9#_./-]+")
+MAX_NUMBER_LENGTH = 64
+"""The ``cases.number`` column's width: a longer number could not be stored,
+and every new case would be quarantined."""
+LARGEST_SEQ = 10**12 - 1
+"""A trillion cases: more than any installation opens."""
 
 
 def check_format(pattern: str) -> None:
@@ -44,6 +49,10 @@ def check_format(pattern: str) -> None:
         raise ValueError(f"makes {sample!r}; use only letters, digits and # _ . / -")
     if find_case_number(pattern, subject_tag(sample)) != sample:
         raise ValueError(f"makes {sample!r}, which cannot be found again in a subject")
+    longest = pattern.format(seq=LARGEST_SEQ, year=9999)
+    if len(longest) > MAX_NUMBER_LENGTH:
+        raise ValueError(f"makes numbers up to {len(longest)} characters ({longest!r}); "
+                         f"at most {MAX_NUMBER_LENGTH} fit")
 
 
 def format_number(pattern: str, seq: int, opened_at: datetime) -> str:

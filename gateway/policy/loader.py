@@ -57,7 +57,8 @@ _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_WORDS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
 _UPDATE_EVENTS = ("path_found", "resolved")
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""A policy's name, as cases record it (``cases.policy`` holds 64 characters)."""
 
 DURATION_EXAMPLES = '"2 hours", "30 business minutes", "3 business days"'
 
@@ -99,7 +100,8 @@ def load_named(
     """The policy called ``name`` (``vmoso``) from ``directory``; ``named_by`` is the
     source and key that named it, for the error when there is no such policy."""
     if not _NAME.fullmatch(name):
-        raise ConfigError(*named_by, f"{name!r} is not a policy name")
+        raise ConfigError(*named_by, f"{name!r} is not a policy name (lowercase letters, "
+                                     "digits, - and _, at most 64 characters)")
     path = directory / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []

@@ -60,6 +60,10 @@ def test_formats_make_numbers_that_are_found_again(pattern, seq, number):
         pytest.param("HD-{year:06d}-{seq}",
                      "makes 'HD-002026-1', which cannot be found again in a subject",
                      id="year-not-four-digits"),
+        pytest.param("SUPPORT-" + "X" * 40 + "-{year}-{seq:012d}",
+                     "makes numbers up to 66 characters ('SUPPORT-" + "X" * 40
+                     + "-9999-999999999999'); at most 64 fit",
+                     id="longer-than-the-column"),
     ],
 )
 def test_bad_formats_are_refused_with_the_reason(pattern, reason):

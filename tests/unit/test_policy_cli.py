@@ -105,7 +105,18 @@ def test_show_unknown_name_lists_the_known_policies():
 def test_show_a_name_that_is_no_name():
     result = run("policy", "show", "../etc/passwd")
     assert result.exit_code == 2
-    assert result.stderr == "Error: policy show: NAME: '../etc/passwd' is not a policy name\n"
+    assert result.stderr == (
+        "Error: policy show: NAME: '../etc/passwd' is not a policy name (lowercase letters, "
+        "digits, - and _, at most 64 characters)\n"
+    )
+
+
+def test_a_name_longer_than_a_case_records_is_no_name():
+    result = run("policy", "show", "v" * 65)
+    assert result.exit_code == 2
+    assert "is not a policy name" in result.stderr
+    assert run("policy", "show", "v" * 64).stderr.endswith("(known: jelastic, lumenvox, "
+                                                          "parallels, virtuozzo, vmoso)\n")
 
 
 def test_show_with_a_missing_settings_file(tmp_path):
