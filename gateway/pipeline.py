@@ -232,7 +232,8 @@ def _decide(
     mail: ParsedMail, now: datetime, claim_outbox: bool,
 ) -> Outcome:
     dedup_key = _dedup_key(mail.message_id, row.digest)
-    earlier = _find_duplicate(connection, dedup_key, mail.sender)
+    counted = any(limit.most for limit in context.reply_limits)
+    earlier = _find_duplicate(connection, dedup_key, mail.sender if counted else None)
     if earlier is not None:
         return _finish(
             connection, inbound_id, InboundStatus.DUPLICATE, now, "delivered before", earlier
@@ -259,7 +260,8 @@ def _find_duplicate(connection: Connection, dedup_key: str, sender: str | None) 
     mails from one address processed at once would both count the same earlier
     acknowledgements, and both pass a limit that one of them reaches. A later
     statement sees what the lock's last holder committed. SQLite runs one
-    writer at a time, so it needs none.
+    writer at a time, so it needs none; nor does a gateway that counts nothing
+    (``sender`` is then ``None``).
     """
     if sender and connection.dialect.name == "postgresql":
         return connection.execute(_FIND_DUPLICATE_LOCKING_SENDER, {

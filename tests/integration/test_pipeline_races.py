@@ -163,3 +163,28 @@ def test_mails_from_one_address_at_once_get_no_more_replies_than_the_limit(limit
     # Then six cases, and only two acknowledgements
     assert all(status_of(runtime, i) == InboundStatus.PROCESSED for i in ids)
     assert (count(runtime, CASES), count(runtime, OUTBOX)) == (6, 2)
+
+
+@pytest.fixture(params=["postgresql"])
+def uncounted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on PostgreSQL that counts no automatic mail (both limits off)."""
+    running = runtime_for(request, tmp_path, HELPDESK_AUTO_REPLIES_PER_10_MINUTES="0",
+                          HELPDESK_AUTO_REPLIES_PER_10_HOURS="0")
+    yield running
+    running.close()
+
+
+def test_a_gateway_that_counts_nothing_takes_no_lock_on_the_sender(uncounted):
+    statements: list[str] = []
+
+    def executed(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "after_cursor_execute", executed)
+    try:
+        inbound_id = store(uncounted, mail("[P2] Slow recognition"))
+        assert process_inbound(uncounted.pipeline, inbound_id, utcnow()).status == "processed"
+    finally:
+        event.remove(Engine, "after_cursor_execute", executed)
+    assert statements and not any("pg_advisory" in s for s in statements)
+    assert count(uncounted, OUTBOX) == 1
