@@ -28,7 +28,7 @@ from typing import Any, cast
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.mail import sanitize_header_text
+from gateway.mail import PLAIN_ADDRESS, sanitize_header_text
 
 LOOP_HEADER = "X-Helpdesk-Loop"
 
@@ -65,8 +65,6 @@ MAX_REFERENCES = 20
 _MESSAGE_ID = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\[\]-]+"
 )
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
-"""A plain address: what the envelope and the From and To headers take."""
 _HEADER_NAME = re.compile(rb"([!-9;-~]+):")
 
 
@@ -144,7 +142,7 @@ def build_mail(
     address (both go into the SMTP envelope as they are).
     """
     for address in (to, identity.sender):
-        if not _ADDRESS.fullmatch(address):
+        if not PLAIN_ADDRESS.fullmatch(address):
             raise ValueError(f"{address!r} is not a plain mail address")
     message_id = message_id_for(key, identity)
     parent = in_reply_to if in_reply_to and _is_message_id(in_reply_to) else None

@@ -53,7 +53,9 @@ are indexed, and PostgreSQL refuses an index entry over 2,704 bytes."""
 MAX_ADDRESS = 254
 """RFC 5321 §4.5.3.1.3: a path holds at most 256 octets, its brackets included.
 A From address beyond it is no address to answer (and no reply-limit key)."""
-_ADDR_SPEC = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+"""A plain ASCII address: the only kind the gateway answers, or writes into an
+envelope or a header of its own (the settings' addresses are checked by it too)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 """C0 and C1 controls and the Unicode line and paragraph separators: everything
 ``str.splitlines`` breaks on, which ``email`` refuses (or worse, writes) in a header."""
@@ -359,7 +361,7 @@ def _strict_sender(message: Message, defects: list[str]) -> tuple[str | None, st
     # Raw 8-bit names are common (and harmless); they come back as surrogates.
     name = found[0].display_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     address = found[0].addr_spec
-    if other[0][1] != address or len(address) > MAX_ADDRESS or not _ADDR_SPEC.fullmatch(address):
+    if other[0][1] != address or len(address) > MAX_ADDRESS or not PLAIN_ADDRESS.fullmatch(address):
         defects.append("InvalidFromAddress")
         return None, sanitize_header_text(name, 200)
     local, _, domain = address.rpartition("@")

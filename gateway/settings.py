@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.mail import PLAIN_ADDRESS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = Path("helpdesk.toml")
@@ -96,14 +96,14 @@ class SupportSettings(_Section):
         if not value:
             raise ValueError("at least one support address is needed")
         for address in value:
-            if not _ADDRESS.fullmatch(address):
+            if not PLAIN_ADDRESS.fullmatch(address):
                 raise ValueError(f"{address!r} is not a mail address")
         return tuple(a.lower() for a in value)
 
     @field_validator("from_address")
     @classmethod
     def _from_address(cls, value: str) -> str:
-        if value and not _ADDRESS.fullmatch(value):
+        if value and not PLAIN_ADDRESS.fullmatch(value):
             raise ValueError("is not a mail address")
         return value
 
@@ -204,8 +204,6 @@ class Settings(_Section):
         return not self.broker.url
 
 
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
-"""A plain ASCII address, as the gateway writes it into envelopes and headers."""
 
 
 def load_settings(
