@@ -172,10 +172,18 @@ _FINISH = update(INBOUND).where(
     INBOUND.c.id == bindparam("inbound_id"), INBOUND.c.status == InboundStatus.RECEIVED
 )
 _FIND_DUPLICATE = select(THREAD.c.case_id).where(THREAD.c.dedup_key == bindparam("dedup_key"))
+_LOCK_WAIT = select(
+    func.set_config("lock_timeout", bindparam("lock_timeout"), True).label("lock_timeout")
+).subquery()
 _FIND_DUPLICATE_LOCKING_SENDER = select(
     _FIND_DUPLICATE.scalar_subquery(),
     func.pg_advisory_xact_lock(func.hashtextextended(bindparam("sender_key"), 0)),
-)
+).select_from(_LOCK_WAIT)
+LOCK_TIMEOUT = "10s"
+"""Longest wait for a lock in the case transaction on PostgreSQL (the sender's
+first). A transaction that holds one and hangs (its worker cut off) must not
+hold up every later mail from that sender: past this, the run fails with a
+lock timeout, which is retried like any unwell database."""
 _CASE_BY_NUMBER = select(CASES.c.id, CASES.c.customer_address).where(
     CASES.c.number == bindparam("number")
 )
@@ -259,13 +267,16 @@ def _find_duplicate(connection: Connection, dedup_key: str, sender: str | None) 
     to the commit: the reply limit is read later in this transaction, and two
     mails from one address processed at once would both count the same earlier
     acknowledgements, and both pass a limit that one of them reaches. A later
-    statement sees what the lock's last holder committed. SQLite runs one
+    statement sees what the lock's last holder committed. The same statement
+    first bounds, for the rest of the transaction, how long a lock is waited
+    for (``LOCK_TIMEOUT``; the FROM clause is read before the select list).
+    SQLite runs one
     writer at a time, so it needs none; nor does a gateway that counts nothing
     (``sender`` is then ``None``).
     """
     if sender and connection.dialect.name == "postgresql":
         return connection.execute(_FIND_DUPLICATE_LOCKING_SENDER, {
-            "dedup_key": dedup_key, "sender_key": sender.lower(),
+            "dedup_key": dedup_key, "sender_key": sender.lower(), "lock_timeout": LOCK_TIMEOUT,
         }).one()[0]
     return connection.scalar(_FIND_DUPLICATE, {"dedup_key": dedup_key})
 

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import OperationalError
 
+from gateway import pipeline
 from gateway.clock import utcnow
 from gateway.inbound import accept
 from gateway.models import CASES, INBOUND, OUTBOX, InboundStatus
-from gateway.pipeline import Outcome, process_inbound
+from gateway.pipeline import Outcome, process_inbound, refuses_the_data
 from gateway.runtime import Runtime
 from tests.conftest import mail
 from tests.integration.conftest import runtime_for
@@ -188,3 +190,28 @@ def test_a_gateway_that_counts_nothing_takes_no_lock_on_the_sender(uncounted):
         event.remove(Engine, "after_cursor_execute", executed)
     assert statements and not any("pg_advisory" in s for s in statements)
     assert count(uncounted, OUTBOX) == 1
+
+
+@pytest.fixture(params=["postgresql"])
+def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    running = runtime_for(request, tmp_path)
+    yield running
+    running.close()
+
+
+def test_a_sender_held_up_by_a_stuck_transaction_waits_only_lock_timeout(pg_runtime, monkeypatch):
+    # Given a transaction that took the sender's lock and hangs
+    monkeypatch.setattr(pipeline, "LOCK_TIMEOUT", "200ms")
+    inbound_id = store(pg_runtime, mail("[P1] Database down", sender="alice@customer.example"))
+    with pg_runtime.database.transaction() as stuck:
+        stuck.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(hashtextextended('alice@customer.example', 0))"
+        )
+        # When the mail is processed, the run gives up with a lock timeout, which
+        # is retried (not quarantined), and the mail stays waiting
+        with pytest.raises(OperationalError) as waited:
+            process_inbound(pg_runtime.pipeline, inbound_id, utcnow())
+        assert not refuses_the_data(waited.value)
+        assert status_of(pg_runtime, inbound_id) == InboundStatus.RECEIVED
+    # Then, once the lock is let go, the retry opens the case
+    assert process_inbound(pg_runtime.pipeline, inbound_id, utcnow()).status == "processed"
