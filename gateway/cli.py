@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +21,9 @@ from gateway.cli_support import ConfigProblem, command_settings
 from gateway.errors import ConfigError
 from gateway.policy.commands import policy
 from gateway.settings import CONFIG_ENV
+
+if TYPE_CHECKING:
+    from gateway.database import Database
 
 
 def _guarded(action: Any, *args: Any) -> None:
@@ -137,6 +142,18 @@ def upgrade(ctx: click.Context) -> None:
     click.echo("database schema is up to date")
 
 
+@contextmanager
+def _database(ctx: click.Context) -> Iterator[Database]:
+    """The configured database for one short command, with one connection."""
+    from gateway.database import Database
+
+    database = Database(command_settings(ctx).database_url, pool_size=1)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
 @main.group()
 def quarantine() -> None:
     """Mail set aside for a person (it could not be handled)."""
@@ -147,14 +164,10 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context, limit: int) -> None:
     """The quarantined messages, oldest first, each with its reason."""
-    from gateway.database import Database
     from gateway.quarantine import quarantined
 
-    database = Database(command_settings(ctx).database_url, pool_size=1)
-    try:
+    with _database(ctx) as database:
         found = quarantined(database, limit=limit)
-    finally:
-        database.dispose()
     for item in found:
         click.echo(f"{item.id}\t{item.received_at:%Y-%m-%d %H:%M:%S}\t"
                    f"{item.envelope_sender or '<>'}\t{item.message_id or '-'}\t{item.reason}")
@@ -171,14 +184,10 @@ def quarantine_release(ctx: click.Context, ids: tuple[int, ...]) -> None:
     The recovery sweep hands them out within recovery.stale_after and
     recovery.interval (90 seconds by default)."""
     from gateway.clock import utcnow
-    from gateway.database import Database
     from gateway.quarantine import release
 
-    database = Database(command_settings(ctx).database_url, pool_size=1)
-    try:
+    with _database(ctx) as database:
         released = release(database, ids, utcnow())
-    finally:
-        database.dispose()
     for inbound_id in released:
         click.echo(f"{inbound_id} released")
     missed = sorted(set(ids) - set(released))

@@ -28,3 +28,11 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
     running = runtime_for(request, tmp_path)
     yield running
     running.close()
+
+
+@pytest.fixture(params=["postgresql"])
+def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on PostgreSQL only: for what SQLite never does (refuse data, lock)."""
+    running = runtime_for(request, tmp_path)
+    yield running
+    running.close()

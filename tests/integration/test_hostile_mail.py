@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -30,7 +28,6 @@ from gateway.pipeline import process_inbound, refuses_the_data
 from gateway.recovery import sweep
 from gateway.runtime import Runtime
 from tests.conftest import mail
-from tests.integration.conftest import runtime_for
 
 
 def headers(*lines: bytes) -> bytes:
@@ -78,14 +75,6 @@ def test_stored_at_once_and_handled(runtime: Runtime, raw: bytes) -> None:
     with runtime.database.reading() as connection:
         status = connection.scalar(select(INBOUND.c.status).where(INBOUND.c.id == inbound_id))
     assert status == outcome.status
-
-
-@pytest.fixture(params=["postgresql"])
-def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    """PostgreSQL only: SQLite refuses none of this data."""
-    running = runtime_for(request, tmp_path)
-    yield running
-    running.close()
 
 
 def test_a_mail_whose_data_the_database_refuses_is_quarantined_not_retried(pg_runtime):

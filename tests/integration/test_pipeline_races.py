@@ -192,13 +192,6 @@ def test_a_gateway_that_counts_nothing_takes_no_lock_on_the_sender(uncounted):
     assert count(uncounted, OUTBOX) == 1
 
 
-@pytest.fixture(params=["postgresql"])
-def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    running = runtime_for(request, tmp_path)
-    yield running
-    running.close()
-
-
 def test_a_sender_held_up_by_a_stuck_transaction_waits_only_lock_timeout(pg_runtime, monkeypatch):
     # Given a transaction that took the sender's lock and hangs
     monkeypatch.setattr(pipeline, "LOCK_TIMEOUT", "200ms")
