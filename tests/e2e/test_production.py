@@ -17,6 +17,7 @@ from gateway.database import Database
 from gateway.models import Case, InboundMessage, ThreadEntry
 from tests.conftest import Sink, free_port, mail
 from tests.deployment import Deployment
+from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -156,3 +157,42 @@ def test_smtp_process_killed_mid_burst_loses_nothing_that_got_250(deployment, si
 
     assert burst.refused_attempts > 0, "the kill interrupted the burst"
     assert_exactly_once(deployment, sink, burst)
+
+
+@pytest.mark.slow
+def test_broker_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sink, pg_url, redis_url):
+    """Redis goes away mid-burst and comes back empty, as one restarted without
+    persistence does: what it held for the workers is gone. The edge keeps
+    answering 250 (the database is the guarantee, not the broker), and every
+    mail gets its one case and one acknowledgement once the broker is back."""
+    import redis
+    from sqlalchemy.engine import make_url
+
+    target = make_url(redis_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 6379)
+    running = Deployment(
+        tmp_path, database_url=pg_url,
+        broker_url=f"redis://127.0.0.1:{proxy.port}/{target.database or 0}",
+        relay_host=sink.host, relay_port=sink.port, smtp_port=free_port(),
+    )
+    running.pg_url = pg_url  # type: ignore[attr-defined]
+    try:
+        running.start()
+        burst = Burst(running, 300)
+        burst.start()
+        burst.wait_until_sent(100)
+        proxy.cut()
+        at_cut = burst.sent
+        burst.wait_until_sent(at_cut + 60)
+        client = redis.Redis.from_url(redis_url)
+        client.flushdb()
+        client.close()
+        proxy.restore()
+        burst.join()
+
+        assert burst.sent >= at_cut + 60, "mail was taken while the broker was away"
+        assert burst.refused_attempts == 0, "no mail was refused for the broker's sake"
+        assert_exactly_once(running, sink, burst)
+    finally:
+        running.stop()
+        proxy.close()
