@@ -1,7 +1,10 @@
-"""The handoff to the broker: a failure pauses it, and what comes meanwhile is left
-to the recovery sweep (a fake clock; the broker is a list that can be made to fail)."""
+"""The handoff to the broker: a failure pauses it, and what comes meanwhile is kept
+and handed over once the broker is back (a fake clock; the broker is a list that
+can be made to fail)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -27,24 +30,27 @@ class Clock:
         return self.now
 
 
-def test_a_failure_pauses_the_handoff_and_it_resumes_after_the_pause(caplog):
+def test_a_failure_pauses_the_handoff_and_what_came_meanwhile_follows_in_order(caplog):
     broker, clock = Broker(), Clock()
     handoff = Handoff(broker.enqueue, pause=10.0, clock=clock)
     assert handoff.hand_over(1)
-    # The broker goes away: one attempt fails, the next mails are not tried
+    # The broker goes away: one attempt fails, the next mails are kept, not tried
     broker.away = True
     assert not handoff.hand_over(2)
     broker.away = False
     clock.now += 9.9
     assert not handoff.hand_over(3)
-    # After the pause it tries again, and says how many it left to the sweep
+    assert broker.queued == [1]
+    assert handoff.kept == 2
+    # After the pause, the kept ones go first, then the new one
     clock.now += 0.1
     assert handoff.hand_over(4)
-    assert broker.queued == [1, 4]
-    assert "2 stored meanwhile are left to the recovery sweep" in caplog.text
+    assert broker.queued == [1, 2, 3, 4]
+    assert handoff.kept == 0
+    assert "enqueueing again: 2 stored meanwhile handed over" in caplog.text
 
 
-def test_a_broker_still_away_after_the_pause_pauses_it_again():
+def test_a_broker_still_away_after_the_pause_pauses_it_again_and_keeps_everything():
     broker, clock = Broker(), Clock()
     handoff = Handoff(broker.enqueue, pause=10.0, clock=clock)
     broker.away = True
@@ -56,7 +62,65 @@ def test_a_broker_still_away_after_the_pause_pauses_it_again():
     assert not handoff.hand_over(3)
     clock.now += 5
     assert handoff.hand_over(4)
-    assert broker.queued == [4]
+    assert broker.queued == [1, 2, 3, 4]
+
+
+def test_the_broker_failing_halfway_through_the_kept_ones_keeps_the_rest():
+    class Flaky(Broker):
+        """Goes away again just as it is asked for 3, the first time."""
+
+        def enqueue(self, inbound_id: int) -> None:
+            if inbound_id == 3 and not self.failed_once:
+                self.failed_once = self.away = True
+            super().enqueue(inbound_id)
+
+        failed_once = False
+
+    broker, clock = Flaky(), Clock()
+    handoff = Handoff(broker.enqueue, pause=10.0, clock=clock)
+    broker.away = True
+    handoff.hand_over(1)
+    handoff.hand_over(2)
+    handoff.hand_over(3)
+    broker.away = False
+    clock.now += 10
+    assert not handoff.hand_over(4)  # 1 and 2 go; 3 fails and pauses it again
+    assert broker.queued == [1, 2]
+    assert handoff.kept == 2
+    broker.away = False
+    clock.now += 10
+    assert handoff.hand_over()
+    assert broker.queued == [1, 2, 3, 4]
+
+
+def test_beyond_what_it_keeps_the_oldest_are_left_to_the_sweep(caplog):
+    broker, clock = Broker(), Clock()
+    handoff = Handoff(broker.enqueue, pause=10.0, keep=3, clock=clock)
+    broker.away = True
+    for inbound_id in range(1, 6):
+        handoff.hand_over(inbound_id)
+    broker.away = False
+    clock.now += 10
+    assert handoff.hand_over()
+    assert broker.queued == [3, 4, 5]
+    assert "2 more left to the recovery sweep" in caplog.text
+
+
+def test_the_thread_hands_over_the_kept_ones_when_the_pause_ends_without_new_mail():
+    broker = Broker()
+    handoff = Handoff(broker.enqueue, pause=0.2)
+    broker.away = True
+    handoff.start()
+    handoff(1)
+    handoff(2)
+    deadline = time.monotonic() + 10
+    while handoff.kept < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    broker.away = False  # back during the pause; nothing more arrives
+    while broker.queued != [1, 2] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handoff.stop()
+    assert broker.queued == [1, 2]
 
 
 def test_the_thread_hands_over_in_order_and_stop_drains_the_queue():
