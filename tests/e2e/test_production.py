@@ -196,3 +196,38 @@ def test_broker_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sink,
     finally:
         running.stop()
         proxy.close()
+
+
+@pytest.mark.slow
+def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sink, pg_url, redis_url):
+    """Every process's connections to PostgreSQL are cut mid-burst for a few
+    seconds, in the middle of transactions and of sending: the edge answers
+    451 meanwhile, the senders retry, and every mail that got its 250 gets one
+    case and one acknowledgement once the database is back."""
+    from sqlalchemy.engine import make_url
+
+    target = make_url(pg_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxied = target.set(host="127.0.0.1", port=proxy.port)
+    running = Deployment(
+        tmp_path, database_url=proxied.render_as_string(hide_password=False),
+        broker_url=redis_url, relay_host=sink.host, relay_port=sink.port,
+        smtp_port=free_port(),
+    )
+    running.pg_url = pg_url  # type: ignore[attr-defined]
+    try:
+        running.start()
+        burst = Burst(running, 300)
+        burst.start()
+        burst.wait_until_sent(100)
+        proxy.cut()
+        time.sleep(3)
+        refused_in_the_cut = burst.refused_attempts
+        proxy.restore()
+        burst.join()
+
+        assert refused_in_the_cut > 0, "the edge said 451 while the database was away"
+        assert_exactly_once(running, sink, burst)
+    finally:
+        running.stop()
+        proxy.close()
