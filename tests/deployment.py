@@ -1,5 +1,7 @@
-"""A production-shaped gateway for tests: separate SMTP, worker and sweeper processes
-on PostgreSQL and Redis, each one a real OS process that a test may kill."""
+"""Gateways for tests as real OS processes that a test may kill: the production
+deployment (separate SMTP, worker and sweeper processes on PostgreSQL and
+Redis) and the embedded one (``helpdesk serve`` on SQLite); and a burst of
+mail sent to them as a mail server would, checked for exactly once."""
 
 from __future__ import annotations
 
@@ -10,37 +12,36 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
-from gateway.database import make_engine, upgrade
+from sqlalchemy import func, select
+
+from gateway.database import Database, make_engine, upgrade
+from gateway.models import Case, InboundMessage, ThreadEntry
+from tests.conftest import Sink, mail
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Deployment:
-    def __init__(self, tmp_path: Path, *, database_url: str, broker_url: str,
-                 relay_host: str, relay_port: int, smtp_port: int,
-                 worker_processes: int = 1, worker_threads: int = 8) -> None:
+class GatewayProcesses:
+    """The processes of one gateway, with one settings file; each can be killed."""
+
+    def __init__(self, tmp_path: Path, settings: str, smtp_port: int) -> None:
         self.tmp_path = tmp_path
         self.smtp_port = smtp_port
         self.config = tmp_path / "gateway.toml"
         self.config.write_text(
             f'data_dir = "{tmp_path / "data"}"\n'
             'policy = "lumenvox"\n'
-            f'[database]\nurl = "{database_url}"\n'
-            f'[broker]\nurl = "{broker_url}"\n'
+            f'{settings}'
             f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
             '[support]\naddresses = ["support@example.com"]\n'
-            f'[relay]\nhost = "{relay_host}"\nport = {relay_port}\n'
             '[recovery]\ninterval = 1.0\nstale_after = 3.0\n'
         )
-        self.worker_processes = worker_processes
-        self.worker_threads = worker_threads
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        engine = make_engine(database_url)
-        upgrade(engine)
-        engine.dispose()
 
     def _spawn(self, name: str, *args: str) -> None:
         env = {**os.environ, "HELPDESK_CONFIG": str(self.config), "PYTHONPATH": str(ROOT)}
@@ -49,23 +50,6 @@ class Deployment:
             [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-    def start_smtp(self) -> None:
-        self._spawn("smtp", "-m", "gateway", "smtp")
-        self.wait_for_smtp()
-
-    def start_worker(self) -> None:
-        self._spawn("worker", "-m", "dramatiq", "workers.main",
-                    "--processes", str(self.worker_processes),
-                    "--threads", str(self.worker_threads), "--queues", "inbound", "outbox")
-
-    def start_sweeper(self) -> None:
-        self._spawn("sweeper", "-m", "gateway", "sweeper")
-
-    def start(self) -> None:
-        self.start_worker()
-        self.start_sweeper()
-        self.start_smtp()
 
     def kill(self, name: str) -> None:
         """SIGKILL the process and everything it started (Dramatiq forks workers)."""
@@ -84,7 +68,7 @@ class Deployment:
                 self.kill(name)
             self.processes.pop(name, None)
 
-    def wait_for_smtp(self, timeout: float = 30.0) -> None:
+    def wait_for_smtp(self, name: str = "smtp", timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -92,10 +76,142 @@ class Deployment:
                     return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"SMTP did not start; see {self.tmp_path / 'smtp.log'}")
+        raise RuntimeError(f"SMTP did not start; see {self.tmp_path / f'{name}.log'}")
 
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
     def client(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+
+class Deployment(GatewayProcesses):
+    """The production deployment: ``start_smtp``, ``start_worker``, ``start_sweeper``."""
+
+    def __init__(self, tmp_path: Path, *, database_url: str, broker_url: str,
+                 relay_host: str, relay_port: int, smtp_port: int,
+                 worker_processes: int = 1, worker_threads: int = 8) -> None:
+        super().__init__(tmp_path, (
+            f'[database]\nurl = "{database_url}"\n'
+            f'[broker]\nurl = "{broker_url}"\n'
+            f'[relay]\nhost = "{relay_host}"\nport = {relay_port}\n'
+        ), smtp_port)
+        self.worker_processes = worker_processes
+        self.worker_threads = worker_threads
+        engine = make_engine(database_url)
+        upgrade(engine)
+        engine.dispose()
+
+    def start_smtp(self) -> None:
+        self._spawn("smtp", "-m", "gateway", "smtp")
+        self.wait_for_smtp()
+
+    def start_worker(self) -> None:
+        self._spawn("worker", "-m", "dramatiq", "workers.main",
+                    "--processes", str(self.worker_processes),
+                    "--threads", str(self.worker_threads), "--queues", "inbound", "outbox")
+
+    def start_sweeper(self) -> None:
+        self._spawn("sweeper", "-m", "gateway", "sweeper")
+
+    def start(self) -> None:
+        self.start_worker()
+        self.start_sweeper()
+        self.start_smtp()
+
+
+class EmbeddedGateway(GatewayProcesses):
+    """The embedded deployment as its README command runs it: ``helpdesk serve``, one
+    process (SMTP, in-process workers, sweep) on SQLite in its data folder."""
+
+    def __init__(self, tmp_path: Path, *, relay_host: str, relay_port: int,
+                 smtp_port: int) -> None:
+        super().__init__(
+            tmp_path, f'[relay]\nhost = "{relay_host}"\nport = {relay_port}\n', smtp_port
+        )
+        self.database_url = f"sqlite:///{tmp_path / 'data' / 'helpdesk.sqlite3'}"
+
+    def start(self) -> None:
+        self._spawn("serve", "-m", "gateway", "serve")
+        self.wait_for_smtp("serve")
+
+
+class Burst:
+    """Sends ``total`` mails over ``connections`` SMTP connections, retrying each mail
+    until it gets a 250, as a sending mail server would."""
+
+    def __init__(self, deployment: GatewayProcesses, total: int, connections: int = 4) -> None:
+        self.deployment = deployment
+        self.ids = [f"burst-{n}-{uuid.uuid4().hex[:8]}" for n in range(total)]
+        self.accepted: set[str] = set()
+        self.refused_attempts = 0
+        self.lock = threading.Lock()
+        self.sent = 0
+        shares = [self.ids[i::connections] for i in range(connections)]
+        self.threads = [threading.Thread(target=self._run, args=(s,)) for s in shares]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self, timeout: float = 180) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _run(self, ids: list[str]) -> None:
+        smtp: smtplib.SMTP | None = None
+        for message_id in ids:
+            # One customer each: a burst from one address would meet the reply limit.
+            customer = f"{message_id}@customer.example"
+            raw = mail(f"[P2] burst {message_id}", message_id=message_id, sender=customer)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if smtp is None:
+                        smtp = self.deployment.client()
+                    smtp.sendmail(customer, ["support@example.com"], raw)
+                    with self.lock:
+                        self.accepted.add(message_id)
+                        self.sent += 1
+                    break
+                except (OSError, smtplib.SMTPException):
+                    with self.lock:
+                        self.refused_attempts += 1
+                    smtp = None
+                    time.sleep(0.2)
+        if smtp is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.quit()
+
+    def wait_until_sent(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sent < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def assert_exactly_once(
+    deployment: GatewayProcesses, sink: Sink, burst: Burst, database_url: str
+) -> None:
+    """Every mail of ``burst`` got its 250, and has one case and one acknowledgement."""
+    assert burst.accepted == set(burst.ids), "every mail got its 250 in the end"
+    sink.wait_for(len(burst.ids), timeout=120)
+    acks = sink.settle(quiet=5.0)  # longer than the sweep's stale_after: late doubles show
+    replied = [a.message["In-Reply-To"].strip("<>").split("@")[0] for a in acks]
+    doubles = {m for m in replied if replied.count(m) > 1}
+    assert not doubles, f"acknowledged twice: {sorted(doubles)[:5]}"
+    assert set(replied) == set(burst.ids)
+    database = Database(database_url)
+    with database.session() as session:
+        cases = session.scalar(select(func.count()).select_from(Case))
+        entries = session.execute(
+            select(ThreadEntry.message_id, func.count())
+            .where(ThreadEntry.direction == "in").group_by(ThreadEntry.message_id)
+        ).all()
+        unprocessed = session.scalar(
+            select(func.count()).select_from(InboundMessage)
+            .where(InboundMessage.status == "received")
+        )
+    database.dispose()
+    assert cases == len(burst.ids)
+    assert all(n == 1 for _, n in entries)
+    assert unprocessed == 0

@@ -21,7 +21,8 @@ from gateway.models import (
     ThreadEntry,
 )
 from gateway.service import Embedded
-from tests.conftest import CORPORA, Sink, mail, make_settings
+from tests.conftest import CORPORA, Sink, free_port, mail, make_settings
+from tests.deployment import Burst, EmbeddedGateway, assert_exactly_once
 
 
 @contextmanager
@@ -240,3 +241,28 @@ def test_every_corpus_message_is_taken_and_handled_and_no_bounce_is_answered(tmp
     assert not answered & bounce_ids
     assert not any(m.recipients[0].lower().startswith(("mailer-daemon", "postmaster"))
                    for m in acknowledgements)
+
+
+@pytest.mark.slow
+def test_serve_killed_mid_burst_loses_nothing_that_got_250_and_doubles_nothing(tmp_path, sink):
+    """``helpdesk serve`` is SIGKILLed in the middle of a burst (stores, case
+    transactions and sends in flight in its one process) and started again on
+    the same data folder: every mail that got its 250 has one case and one
+    acknowledgement."""
+    running = EmbeddedGateway(
+        tmp_path, relay_host=sink.host, relay_port=sink.port, smtp_port=free_port()
+    )
+    try:
+        running.start()
+        burst = Burst(running, 300)
+        burst.start()
+        burst.wait_until_sent(120)
+        running.kill("serve")
+        time.sleep(0.5)
+        running.start()
+        burst.join()
+
+        assert burst.refused_attempts > 0, "the kill interrupted the burst"
+        assert_exactly_once(running, sink, burst, running.database_url)
+    finally:
+        running.stop()

@@ -3,20 +3,13 @@ SMTP, worker and sweeper processes — including killing them mid-burst."""
 
 from __future__ import annotations
 
-import contextlib
-import smtplib
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
 
-from gateway.database import Database
-from gateway.models import Case, InboundMessage, ThreadEntry
 from tests.conftest import Sink, free_port, mail
-from tests.deployment import Deployment
+from tests.deployment import Burst, Deployment, assert_exactly_once
 from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -28,7 +21,6 @@ def deployment(tmp_path, sink: Sink, pg_url: str, redis_url: str) -> Iterator[De
         tmp_path, database_url=pg_url, broker_url=redis_url, relay_host=sink.host,
         relay_port=sink.port, smtp_port=free_port(),
     )
-    running.pg_url = pg_url  # type: ignore[attr-defined]
     try:
         yield running
     finally:
@@ -52,86 +44,8 @@ def test_p1_and_unmarked_mail_are_acknowledged_by_a_separate_worker(deployment, 
     assert "Severity: 3 - Minor" in plain  # LumenVox default level, see lumenvox.yaml
 
 
-class Burst:
-    """Sends ``total`` mails over ``connections`` SMTP connections, retrying each mail
-    until it gets a 250, as a sending mail server would."""
-
-    def __init__(self, deployment: Deployment, total: int, connections: int = 4) -> None:
-        self.deployment = deployment
-        self.ids = [f"burst-{n}-{uuid.uuid4().hex[:8]}" for n in range(total)]
-        self.accepted: set[str] = set()
-        self.refused_attempts = 0
-        self.lock = threading.Lock()
-        self.sent = 0
-        shares = [self.ids[i::connections] for i in range(connections)]
-        self.threads = [threading.Thread(target=self._run, args=(s,)) for s in shares]
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def join(self, timeout: float = 180) -> None:
-        for thread in self.threads:
-            thread.join(timeout)
-
-    def _run(self, ids: list[str]) -> None:
-        smtp: smtplib.SMTP | None = None
-        for message_id in ids:
-            # One customer each: a burst from one address would meet the reply limit.
-            customer = f"{message_id}@customer.example"
-            raw = mail(f"[P2] burst {message_id}", message_id=message_id, sender=customer)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if smtp is None:
-                        smtp = self.deployment.client()
-                    smtp.sendmail(customer, ["support@example.com"], raw)
-                    with self.lock:
-                        self.accepted.add(message_id)
-                        self.sent += 1
-                    break
-                except (OSError, smtplib.SMTPException):
-                    with self.lock:
-                        self.refused_attempts += 1
-                    smtp = None
-                    time.sleep(0.2)
-        if smtp is not None:
-            with contextlib.suppress(OSError, smtplib.SMTPException):
-                smtp.quit()
-
-    def wait_until_sent(self, count: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.sent < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-
-def assert_exactly_once(deployment: Deployment, sink: Sink, burst: Burst) -> None:
-    assert burst.accepted == set(burst.ids), "every mail got its 250 in the end"
-    sink.wait_for(len(burst.ids), timeout=120)
-    acks = sink.settle(quiet=5.0)  # longer than the sweep's stale_after: late doubles show
-    replied = [a.message["In-Reply-To"].strip("<>").split("@")[0] for a in acks]
-    doubles = {m for m in replied if replied.count(m) > 1}
-    assert not doubles, f"acknowledged twice: {sorted(doubles)[:5]}"
-    assert set(replied) == set(burst.ids)
-    database = Database(deployment.pg_url)  # type: ignore[attr-defined]
-    with database.session() as session:
-        cases = session.scalar(select(func.count()).select_from(Case))
-        entries = session.execute(
-            select(ThreadEntry.message_id, func.count())
-            .where(ThreadEntry.direction == "in").group_by(ThreadEntry.message_id)
-        ).all()
-        unprocessed = session.scalar(
-            select(func.count()).select_from(InboundMessage)
-            .where(InboundMessage.status == "received")
-        )
-    database.dispose()
-    assert cases == len(burst.ids)
-    assert all(n == 1 for _, n in entries)
-    assert unprocessed == 0
-
-
 @pytest.mark.slow
-def test_worker_killed_mid_burst_loses_nothing_and_doubles_nothing(deployment, sink):
+def test_worker_killed_mid_burst_loses_nothing_and_doubles_nothing(deployment, sink, pg_url):
     deployment.start()
     burst = Burst(deployment, 300)
     burst.start()
@@ -141,11 +55,11 @@ def test_worker_killed_mid_burst_loses_nothing_and_doubles_nothing(deployment, s
     deployment.start_worker()
     burst.join()
 
-    assert_exactly_once(deployment, sink, burst)
+    assert_exactly_once(deployment, sink, burst, pg_url)
 
 
 @pytest.mark.slow
-def test_smtp_process_killed_mid_burst_loses_nothing_that_got_250(deployment, sink):
+def test_smtp_process_killed_mid_burst_loses_nothing_that_got_250(deployment, sink, pg_url):
     deployment.start()
     burst = Burst(deployment, 300)
     burst.start()
@@ -156,7 +70,7 @@ def test_smtp_process_killed_mid_burst_loses_nothing_that_got_250(deployment, si
     burst.join()
 
     assert burst.refused_attempts > 0, "the kill interrupted the burst"
-    assert_exactly_once(deployment, sink, burst)
+    assert_exactly_once(deployment, sink, burst, pg_url)
 
 
 @pytest.mark.slow
@@ -175,7 +89,6 @@ def test_broker_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sink,
         broker_url=f"redis://127.0.0.1:{proxy.port}/{target.database or 0}",
         relay_host=sink.host, relay_port=sink.port, smtp_port=free_port(),
     )
-    running.pg_url = pg_url  # type: ignore[attr-defined]
     try:
         running.start()
         burst = Burst(running, 300)
@@ -192,14 +105,16 @@ def test_broker_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sink,
 
         assert burst.sent >= at_cut + 60, "mail was taken while the broker was away"
         assert burst.refused_attempts == 0, "no mail was refused for the broker's sake"
-        assert_exactly_once(running, sink, burst)
+        assert_exactly_once(running, sink, burst, pg_url)
     finally:
         running.stop()
         proxy.close()
 
 
 @pytest.mark.slow
-def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sink, pg_url, redis_url):
+def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(
+    tmp_path, sink, pg_url, redis_url
+):
     """Every process's connections to PostgreSQL are cut mid-burst for a few
     seconds, in the middle of transactions and of sending: the edge answers
     451 meanwhile, the senders retry, and every mail that got its 250 gets one
@@ -214,7 +129,6 @@ def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sin
         broker_url=redis_url, relay_host=sink.host, relay_port=sink.port,
         smtp_port=free_port(),
     )
-    running.pg_url = pg_url  # type: ignore[attr-defined]
     try:
         running.start()
         burst = Burst(running, 300)
@@ -227,7 +141,7 @@ def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(tmp_path, sin
         burst.join()
 
         assert refused_in_the_cut > 0, "the edge said 451 while the database was away"
-        assert_exactly_once(running, sink, burst)
+        assert_exactly_once(running, sink, burst, pg_url)
     finally:
         running.stop()
         proxy.close()
