@@ -98,6 +98,24 @@ _PLAIN_MSG_ID = re.compile(rf"<{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*>")
 """A Message-ID with nothing to interpret: the registry's text for it is the value."""
 
 
+LONGEST_HEADER = 8192
+"""Longest header value that the header registry parses whole. Its parsers
+grow with the square of a value's words on some shapes (a Subject of encoded
+words and 40,000 more words, 80 kB: 0.4 s; a From of 20,000 addresses: 4 s),
+so one header the size of a whole message would hold a worker, and its
+process's interpreter lock, for hours, and again on every retry. No real
+header comes near this. A longer one is parsed from its first
+``LONGEST_HEADER`` characters only, a structured one (From, Content-Type…) as
+plain text, and it is recorded as a ``HeaderTooLong`` defect: a From so read
+is no address to answer; a Content-Type keeps its type (the stdlib reads its
+type and parameters from the text); a Subject keeps more than the gateway
+keeps of it."""
+
+
+class _TextHeader(UnstructuredHeader, BaseHeader):
+    """A structured header over ``LONGEST_HEADER``, read as plain text."""
+
+
 class _HeaderMemo:
     """The header factory of one parsed message: each distinct header is parsed once.
 
@@ -116,18 +134,28 @@ class _HeaderMemo:
 
     def __init__(self) -> None:
         self._parsed: dict[tuple[str, str], BaseHeader] = {}
+        self.too_long: set[str] = set()
+        """Names of the headers cut to ``LONGEST_HEADER`` (see there)."""
 
     def __call__(self, name: str, value: str) -> BaseHeader:
         key = (name, value)
         header = self._parsed.get(key)
         if header is None:
-            header = self._parsed[key] = _HEADER_CLASSES[name](name, value)
+            kind = _HEADER_CLASSES[name]
+            if len(value) > LONGEST_HEADER:
+                self.too_long.add(name.lower())
+                if not issubclass(kind, UnstructuredHeader):
+                    kind = _TextHeader
+                header = kind(name, value[:LONGEST_HEADER])
+            else:
+                header = kind(name, value)
+            self._parsed[key] = header
         return header
 
 
-def _message_policy() -> email.policy.EmailPolicy[EmailMessage]:
-    """``email.policy.default``, with a header memo of its own for one message."""
-    return email.policy.default.clone(header_factory=_HeaderMemo())
+def _message_policy(memo: _HeaderMemo) -> email.policy.EmailPolicy[EmailMessage]:
+    """``email.policy.default``, with ``memo`` (one message's own) as its header factory."""
+    return email.policy.default.clone(header_factory=memo)
 
 
 @dataclass(frozen=True)
@@ -200,7 +228,8 @@ def content_digest(raw: bytes) -> str:
 
 def parse_message(raw: bytes) -> ParsedMail:
     """Everything the pipeline needs from ``raw``; never raises for bad input."""
-    message, defects = _parse(raw)
+    memo = _HeaderMemo()
+    message, defects = _parse(raw, memo)
     texts = _header_texts(message)
     subject = sanitize_header_text(texts.get("subject", ""))
     sender, sender_name = _strict_sender(message, defects)
@@ -219,17 +248,17 @@ def parse_message(raw: bytes) -> ParsedMail:
         headers=headers,
         content_type=_content_type(message),
         body_text=_body_text(message, defects),
-        defects=tuple(defects),
+        defects=(*defects, *(f"HeaderTooLong:{name}" for name in sorted(memo.too_long))),
     )
 
 
-def _parse(raw: bytes) -> tuple[Message, list[str]]:
+def _parse(raw: bytes, memo: _HeaderMemo) -> tuple[Message, list[str]]:
     """The parsed message and the names of its defects.
 
     The stdlib parser recurses per MIME level and raises ``RecursionError`` on
     absurdly deep nesting; such a message is read as headers and one opaque body.
     """
-    policy = _message_policy()
+    policy = _message_policy(memo)
     try:
         message = email.message_from_bytes(raw, policy=policy)
     except Exception as error:
@@ -425,10 +454,44 @@ def _decode_payload(part: Message) -> str:
         return payload.decode("utf-8", "replace")
 
 
-_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_RAW_TEXT = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_RAW_TEXT_END = {kind: re.compile(rf"</{kind}\s*>", re.IGNORECASE) for kind in ("script", "style")}
 
 
 def _html_to_text(html: str) -> str:
+    """The text of ``html``: each tag a space, script and style elements dropped,
+    character references decoded.
+
+    One pass in which each character is looked at a bounded number of times. A
+    regular expression for "a tag" (``<[^>]+>``) tries, at every ``<``, to the
+    end of the text when no ``>`` follows, and one for "a script element" does
+    the same for a missing end tag: a body of ``<a <a <a …`` or ``<script …``
+    took time growing with its square (160 kB: 20 s). Here a ``<`` with no
+    ``>`` anywhere after it ends the tags, and an element with no end tag is
+    looked for once: the rest is text, as before.
+    """
     import html as html_module
 
-    return html_module.unescape(_TAGS.sub(" ", html))
+    pieces: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()
+    while (start := html.find("<", pos)) != -1:
+        opening = _RAW_TEXT.match(html, start)
+        if opening is not None and (kind := opening.group(1).lower()) not in unclosed:
+            close = _RAW_TEXT_END[kind].search(html, opening.end())
+            if close is not None:
+                pieces += [html[pos:start], " "]
+                pos = close.end()
+                continue
+            unclosed.add(kind)  # nor does any later one of this kind end
+        end = html.find(">", start + 1)
+        if end == -1:
+            break
+        if end == start + 1:  # "<>" is no tag
+            pieces.append(html[pos:start + 1])
+            pos = start + 1
+            continue
+        pieces += [html[pos:start], " "]
+        pos = end + 1
+    pieces.append(html[pos:])
+    return html_module.unescape("".join(pieces))
