@@ -60,7 +60,11 @@ class InboundHandler:
     ) -> str:
         if address.lower() not in self._addresses:
             return f"550 5.7.1 <{address}>: not a support address here; this server is no relay"
-        envelope.rcpt_tos.append(address)
+        # A recipient given again is taken once: the list is bounded by the support
+        # addresses, however many RCPT commands a session sends (each would otherwise
+        # grow the session's memory and the stored row).
+        if all(address.lower() != taken.lower() for taken in envelope.rcpt_tos):
+            envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

@@ -138,6 +138,27 @@ def test_a_bare_lf_message_is_one_message_and_never_ends_before_crlf_dot_crlf(ga
     assert kept.count(b"MAIL FROM:<ceo@example.com>") == 4
 
 
+def test_a_recipient_given_again_and_again_is_stored_once(gateway):
+    """Without this, a session could grow its envelope, and the stored row,
+    by one entry per RCPT command, for as long as it kept sending them."""
+    smtp = gateway.runtime.settings.smtp
+    with socket.create_connection((smtp.host, smtp.port)) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"HELO client.example\r\nMAIL FROM:<alice@customer.example>\r\n")
+        assert [reader.readline()[:3] for _ in range(2)] == [b"250", b"250"]
+        for address in (b"support@example.com", b"SUPPORT@example.com") * 2500:
+            sock.sendall(b"RCPT TO:<" + address + b">\r\n")
+        assert {reader.readline()[:3] for _ in range(5000)} == {b"250"}
+        sock.sendall(b"DATA\r\n")
+        assert reader.readline()[:3] == b"354"
+        sock.sendall(mail("[P3] Many recipients") + b"\r\n.\r\nQUIT\r\n")
+        assert reader.readline()[:3] == b"250"
+    with gateway.runtime.database.session() as session:
+        [recipients] = session.scalars(select(InboundMessage.envelope_recipients))
+    assert recipients == ["support@example.com"]
+
+
 def test_support_address_is_accepted_in_any_case(gateway, sink):
     with client(gateway) as smtp:
         smtp.sendmail("alice@customer.example", ["Support@Example.COM"], mail("[P4] docs typo"))
