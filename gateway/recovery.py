@@ -41,7 +41,8 @@ class SweepReport:
 
 
 def sweep(
-    database: Database, dispatch: Dispatcher, now: datetime, stale_after: timedelta
+    database: Database, dispatch: Dispatcher, now: datetime, stale_after: timedelta,
+    *, batch: int = BATCH,
 ) -> SweepReport:
     """Re-enqueue inbound mail and outbox rows that have waited longer than ``stale_after``.
 
@@ -49,40 +50,62 @@ def sweep(
     its commit point, so nothing was delivered: the row goes back to pending
     and is handed out at once. With ``stale_after`` zero (a process starting
     with an empty in-process queue) everything unfinished is handed out.
+
+    All of it, ``batch`` rows of each kind per transaction: after a long
+    broker outage the backlog may be hundreds of thousands of mails, and one
+    batch per sweep interval would take hours to hand them out.
     """
     cutoff = now - stale_after
-    with database.transaction() as connection:
-        inbound = _stale(connection, select(INBOUND.c.id).where(
-            INBOUND.c.status == InboundStatus.RECEIVED, INBOUND.c.enqueued_at <= cutoff
-        ))
-        if inbound:
-            connection.execute(
-                update(INBOUND).where(INBOUND.c.id.in_(inbound)).values(enqueued_at=now)
-            )
-        outbox = _stale(connection, select(OUTBOX.c.id).where(
-            OUTBOX.c.status == OutboxStatus.PENDING, OUTBOX.c.next_attempt_at <= cutoff
-        ))
-        if outbox:
-            connection.execute(
-                update(OUTBOX).where(OUTBOX.c.id.in_(outbox)).values(next_attempt_at=now)
-            )
-        # After the pending rows were read, so that a released one is handed out once.
-        reclaimed = list(connection.scalars(
-            update(OUTBOX)
-            .where(OUTBOX.c.status == OutboxStatus.SENDING, OUTBOX.c.claimed_at <= cutoff)
-            .values(status=OutboxStatus.PENDING, claim=None, next_attempt_at=now)
-            .returning(OUTBOX.c.id)
-        ))
-    for inbound_id in inbound:
-        dispatch.process(inbound_id)
-    for outbox_id in [*reclaimed, *outbox]:
-        dispatch.send(outbox_id)
-    report = SweepReport(len(inbound), len(outbox), len(reclaimed))
-    if report:
+    inbound_after = outbox_after = 0
+    total = SweepReport(0, 0, 0)
+    released: set[int] = set()
+    first = True
+    while True:
+        with database.transaction() as connection:
+            inbound = _stale(connection, batch, select(INBOUND.c.id).where(
+                INBOUND.c.status == InboundStatus.RECEIVED, INBOUND.c.enqueued_at <= cutoff,
+                INBOUND.c.id > inbound_after,
+            ))
+            if inbound:
+                connection.execute(
+                    update(INBOUND).where(INBOUND.c.id.in_(inbound)).values(enqueued_at=now)
+                )
+            outbox = _stale(connection, batch, select(OUTBOX.c.id).where(
+                OUTBOX.c.status == OutboxStatus.PENDING, OUTBOX.c.next_attempt_at <= cutoff,
+                OUTBOX.c.id > outbox_after,
+            ))
+            if outbox:
+                connection.execute(
+                    update(OUTBOX).where(OUTBOX.c.id.in_(outbox)).values(next_attempt_at=now)
+                )
+            reclaimed: list[int] = []
+            if first:
+                # After the pending rows were read, so that a released one is handed
+                # out once; a later page skips it among the pending rows.
+                reclaimed = list(connection.scalars(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.status == OutboxStatus.SENDING, OUTBOX.c.claimed_at <= cutoff)
+                    .values(status=OutboxStatus.PENDING, claim=None, next_attempt_at=now)
+                    .returning(OUTBOX.c.id)
+                ))
+                released.update(reclaimed)
+        first = False
+        pending = [outbox_id for outbox_id in outbox if outbox_id not in released]
+        for inbound_id in inbound:
+            dispatch.process(inbound_id)
+        for outbox_id in [*reclaimed, *pending]:
+            dispatch.send(outbox_id)
+        total = SweepReport(total.inbound + len(inbound), total.outbox + len(pending),
+                            total.reclaimed + len(reclaimed))
+        if len(inbound) < batch and len(outbox) < batch:
+            break
+        inbound_after = inbound[-1] if inbound else inbound_after
+        outbox_after = outbox[-1] if outbox else outbox_after
+    if total:
         log.info("recovery: %s inbound, %s outbox re-enqueued; %s stale claims released",
-                 report.inbound, report.outbox, report.reclaimed)
-    return report
+                 total.inbound, total.outbox, total.reclaimed)
+    return total
 
 
-def _stale(connection: Connection, query: Select[tuple[int]]) -> list[int]:
-    return list(connection.scalars(query.order_by("id").limit(BATCH)))
+def _stale(connection: Connection, batch: int, query: Select[tuple[int]]) -> list[int]:
+    return list(connection.scalars(query.order_by("id").limit(batch)))

@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from gateway import outbox
 from gateway.compose import Identity, build_mail
 from gateway.database import Database, upgrade
+from gateway.inbound import accept
 from gateway.models import OUTBOX, OutboxRow, OutboxStatus
 from gateway.outbox import add_to_outbox, retry_delay, send_one
 from gateway.recovery import sweep
@@ -291,6 +292,24 @@ def test_row_taken_by_another_sender_mid_send_is_not_delivered(database, sink):
     again, _ = send(database, relay_to(sink), outbox_id)
     assert again is not None and again.outcome == "sent"
     assert len(sink.messages) == 1
+
+
+def test_one_sweep_hands_out_a_backlog_larger_than_its_batch_each_once(database):
+    """After a long broker outage the backlog may be far larger than a batch;
+    one sweep hands it all out, page by page, each id once (even at start-up,
+    stale_after zero, when the rows it has just touched are as due as ever)."""
+    inbound = [accept(database, f"Message-ID: <m{n}@x>\r\n\r\nx\r\n".encode(),
+                      source="smtp", sender=CUSTOMER, recipients=["support@example.com"],
+                      now=T0) for n in range(10)]
+    pending = [queue(database, key=f"ack:{n}") for n in range(7)]
+    stale = [queue(database, key=f"ack:stale{n}") for n in range(2)]
+    for outbox_id in stale:
+        assert outbox.claim(database, outbox_id, T0) is not None  # its sender died
+    dispatch = Recorder()
+    report = sweep(database, dispatch, T0 + timedelta(seconds=1), timedelta(0), batch=3)
+    assert dispatch.processed == inbound
+    assert sorted(dispatch.sent) == sorted([*pending, *stale])
+    assert (report.inbound, report.outbox, report.reclaimed) == (10, 7, 2)
 
 
 def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(database, sink):
