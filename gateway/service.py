@@ -99,7 +99,7 @@ def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
     controller = make_controller(
         smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
         max_message_size=smtp.max_message_size, max_connections=smtp.max_connections,
-        hostname=smtp.hostname,
+        idle_timeout=smtp.idle_timeout, hostname=smtp.hostname,
         tls=tls_context(smtp.tls_cert, smtp.tls_key),
     )
     handoff.start()

@@ -78,6 +78,11 @@ class SmtpSettings(_Section):
     its sender retries later. A session receiving a message holds it a few
     times over while it is read and stored: size memory for this many."""
 
+    idle_timeout: float = Field(default=300.0, gt=0)
+    """Seconds a session may send nothing before it is closed (RFC 5321 §4.5.3.2:
+    at least five minutes). A message being received keeps its session open
+    for as long as its data keeps coming."""
+
     tls_cert: str = ""
     tls_key: str = ""
     """STARTTLS is offered when both are set."""

@@ -145,6 +145,14 @@ class GatewaySMTP(SMTP):
         return path, rest
 
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # aiosmtpd restarts its timeout only when a command is read, so the whole
+        # of DATA had to arrive within it: a 25 MiB message over a link slower
+        # than 87 kB/s was cut off at five minutes however steadily it came, and
+        # retried until its sender gave up. The timeout now counts silence.
+        self._reset_timeout()
+
     def connection_lost(self, error: Exception | None) -> None:
         try:
             super().connection_lost(error)
@@ -233,6 +241,7 @@ def make_controller(
     port: int,
     max_message_size: int,
     max_connections: int = 100,
+    idle_timeout: float = 300.0,
     hostname: str = "",
     tls: ssl.SSLContext | None = None,
 ) -> Controller:
@@ -242,7 +251,9 @@ def make_controller(
     calls ``socket.getfqdn()`` for every connection on its event loop, which
     with a slow resolver holds up every session for the lookup's time.
     """
-    kwargs: dict[str, Any] = {"data_size_limit": max_message_size, "ident": "helpdesk gateway"}
+    kwargs: dict[str, Any] = {
+        "data_size_limit": max_message_size, "ident": "helpdesk gateway", "timeout": idle_timeout,
+    }
     if tls is not None:
         kwargs["tls_context"] = tls
     return _GatewayController(

@@ -159,6 +159,43 @@ def test_a_recipient_given_again_and_again_is_stored_once(gateway):
     assert recipients == ["support@example.com"]
 
 
+def test_a_message_coming_slowly_is_taken_and_a_silent_session_is_closed(tmp_path, sink):
+    """The idle timeout counts silence: data that keeps coming keeps its session
+    open past it (aiosmtpd alone cut DATA off at the timeout, however steadily
+    it came), and a session that sends nothing is closed after it."""
+    running = start(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_IDLE_TIMEOUT="1",
+    ))
+    try:
+        smtp = running.runtime.settings.smtp
+        with socket.create_connection((smtp.host, smtp.port)) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            for command in (b"HELO client.example", b"MAIL FROM:<alice@customer.example>",
+                            b"RCPT TO:<support@example.com>", b"DATA"):
+                sock.sendall(command + b"\r\n")
+                reader.readline()
+            lines = mail("[P3] Over a slow link").split(b"\n")
+            started = time.monotonic()
+            for line in lines:  # three times the timeout, a line every 0.3 s
+                sock.sendall(line + b"\n")
+                time.sleep(3.0 / len(lines))
+            sock.sendall(b"\r\n.\r\n")
+            assert time.monotonic() - started > 2
+            assert reader.readline()[:3] == b"250"
+        assert stored(running) == 1
+        with socket.create_connection((smtp.host, smtp.port)) as sock:
+            sock.settimeout(10)
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"HELO client.example\r\n")
+            reader.readline()
+            assert reader.readline() == b""  # silent past the timeout: closed
+    finally:
+        running.stop()
+
+
 def test_support_address_is_accepted_in_any_case(gateway, sink):
     with client(gateway) as smtp:
         smtp.sendmail("alice@customer.example", ["Support@Example.COM"], mail("[P4] docs typo"))
