@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import dramatiq
 
 from gateway.clock import utcnow
 from gateway.database import is_current, upgrade
+from gateway.errors import ConfigError
 from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.recovery import Dispatcher, sweep
@@ -100,7 +103,7 @@ def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
         smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
         max_message_size=smtp.max_message_size, max_connections=smtp.max_connections,
         idle_timeout=smtp.idle_timeout, hostname=smtp.hostname,
-        tls=tls_context(smtp.tls_cert, smtp.tls_key),
+        tls=_server_tls(runtime.settings),
     )
     handoff.start()
     try:
@@ -116,6 +119,24 @@ def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
         handoff.stop()
 
     return stop
+
+
+def _server_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The STARTTLS context of the settings' certificate and key, if set; a file that
+    is missing or is no PEM certificate and matching key stops start-up with its key."""
+    smtp = settings.smtp
+    for key, path in (("smtp.tls_cert", smtp.tls_cert), ("smtp.tls_key", smtp.tls_key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(settings.origin(key), key, f"{path!r}: no such file")
+    try:
+        return tls_context(smtp.tls_cert, smtp.tls_key)
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
+        raise ConfigError(
+            settings.origin("smtp.tls_cert"), "smtp.tls_cert",
+            f"{smtp.tls_cert!r} and {smtp.tls_key!r} are no PEM certificate chain and "
+            f"its private key ({reason})",
+        ) from None
 
 
 def migrate_if_needed(runtime: Runtime) -> None:

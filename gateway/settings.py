@@ -84,8 +84,15 @@ class SmtpSettings(_Section):
     for as long as its data keeps coming."""
 
     tls_cert: str = ""
-    tls_key: str = ""
-    """STARTTLS is offered when both are set."""
+    tls_key: str = Field(default="", validate_default=True)
+    """STARTTLS is offered when both are set (PEM files)."""
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_pair(cls, value: str, info: ValidationInfo) -> str:
+        if bool(value) != bool(info.data.get("tls_cert")):
+            raise ValueError("smtp.tls_cert and smtp.tls_key go together: set both, or neither")
+        return value
 
 
 class SupportSettings(_Section):

@@ -280,6 +280,14 @@ FILE_ERRORS = [
                  "gateway.toml: support.from_address: 'Help Desk <help@example.com>': "
                  "is not a mail address",
                  id="bad-from-address"),
+    pytest.param("[smtp]\ntls_cert = 'cert.pem'\n",
+                 "gateway.toml: smtp.tls_key: '': "
+                 "smtp.tls_cert and smtp.tls_key go together: set both, or neither",
+                 id="tls-cert-without-key"),
+    pytest.param("[smtp]\ntls_key = 'key.pem'\n",
+                 "gateway.toml: smtp.tls_key: 'key.pem': "
+                 "smtp.tls_cert and smtp.tls_key go together: set both, or neither",
+                 id="tls-key-without-cert"),
     pytest.param("[relay]\ntls = 'ssl'\n",
                  "gateway.toml: relay.tls: 'ssl': Input should be 'none', 'starttls' or 'tls'",
                  id="bad-relay-tls"),

@@ -1,0 +1,158 @@
+"""TLS on both edges, over real sockets: STARTTLS offered by the inbound SMTP edge
+when a certificate is configured, and each of the relay's TLS modes against an
+aiosmtpd relay (certificates from a test CA made by ``trustme``)."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from gateway.errors import ConfigError
+from gateway.models import InboundMessage
+from gateway.relay import Delivery, SmtpRelay
+from gateway.service import Embedded
+from tests.conftest import Sink, SinkHandler, free_port, mail, make_settings
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert_file), append=True)
+    cert.private_key_pem.write_to_path(str(key_file))
+    return str(cert_file), str(key_file)
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def trusting(ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system's trust store, as the relay's default context reads it, is the test CA."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+
+def commit(release: Callable[[], None]) -> bool:
+    """A commit point with nothing to record: the mail goes."""
+    release()
+    return True
+
+
+@pytest.fixture
+def tls_gateway(tmp_path, sink: Sink, server_files: tuple[str, str]) -> Iterator[Embedded]:
+    cert, key = server_files
+    running = Embedded(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_TLS_CERT=cert, HELPDESK_SMTP_TLS_KEY=key,
+    ))
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_the_edge_offers_starttls_with_a_certificate_and_takes_mail_over_it(
+    tls_gateway: Embedded, ca: trustme.CA, sink: Sink
+):
+    smtp = tls_gateway.runtime.settings.smtp
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with smtplib.SMTP(smtp.host, smtp.port) as client:
+        client.ehlo()
+        assert client.has_extn("starttls")
+        client.starttls(context=client_context)
+        client.ehlo()
+        client.sendmail("alice@customer.example", ["support@example.com"],
+                        mail("[P2] Over TLS"))
+    [ack] = sink.wait_for(1)
+    assert "[P2] Over TLS" in ack.message["Subject"]
+    with tls_gateway.runtime.database.session() as session:
+        assert session.scalar(select(func.count()).select_from(InboundMessage)) == 1
+
+
+def test_the_edge_offers_no_starttls_without_a_certificate(tmp_path, sink: Sink):
+    running = Embedded(make_settings(tmp_path))
+    running.start()
+    try:
+        smtp = running.runtime.settings.smtp
+        with smtplib.SMTP(smtp.host, smtp.port) as client:
+            client.ehlo()
+            assert not client.has_extn("starttls")
+    finally:
+        running.stop()
+
+
+def relayed(ca: trustme.CA, tls: Literal["starttls", "tls"]) -> tuple[Delivery, SinkHandler]:
+    """One mail through ``SmtpRelay`` in mode ``tls`` to an aiosmtpd relay whose
+    certificate the test CA issued: what came of it, and what the relay got."""
+    handler = SinkHandler()
+    on_connect = {"ssl_context": server_context(ca)} if tls == "tls" else {
+        "tls_context": server_context(ca), "require_starttls": True,
+    }
+    relay_server = Controller(handler, hostname="127.0.0.1", port=free_port(), **on_connect)
+    relay_server.start()
+    relay = SmtpRelay("127.0.0.1", relay_server.port, tls=tls, timeout=5)
+    try:
+        return relay.deliver("support@example.com", ["alice@customer.example"],
+                             mail("[HD-000001] Your request"), commit), handler
+    finally:
+        relay.close()
+        relay_server.stop()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "tls"])
+def test_the_relay_sends_over_each_tls_mode(ca: trustme.CA, trusting: None, tls):
+    delivery, handler = relayed(ca, tls)
+    assert delivery.outcome == "sent"
+    assert len(handler.messages) == 1
+
+
+def test_a_relay_whose_certificate_is_not_trusted_gets_nothing_and_a_retry(ca: trustme.CA):
+    """Without the test CA in the trust store, the relay's certificate fails to verify:
+    nothing is sent, and the failure is temporary (a fixed trust store or
+    certificate lets the retries through) with the reason."""
+    delivery, handler = relayed(ca, "starttls")
+    assert delivery.outcome == "temporary"
+    assert "CERTIFICATE_VERIFY_FAILED" in delivery.detail
+    assert handler.messages == []
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (None, "'{cert}': no such file"),
+    (b"not a certificate\n", "are no PEM certificate chain and its private key"),
+])
+def test_a_certificate_that_cannot_be_loaded_stops_start_up_naming_its_key(
+    tmp_path, server_files: tuple[str, str], content: bytes | None, reason: str
+):
+    cert = tmp_path / "cert.pem"
+    if content is not None:
+        cert.write_bytes(content)
+    running = Embedded(make_settings(
+        tmp_path, HELPDESK_SMTP_TLS_CERT=str(cert), HELPDESK_SMTP_TLS_KEY=server_files[1],
+    ))
+    with pytest.raises(ConfigError) as raised:
+        running.start()
+    running.stop()
+    assert str(raised.value).startswith("HELPDESK_SMTP_TLS_CERT: smtp.tls_cert: ")
+    assert reason.format(cert=cert) in str(raised.value)
