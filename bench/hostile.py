@@ -55,14 +55,25 @@ def parts(size: int) -> bytes:
             + repeated(part, size).encode() + b"--b--\r\n")
 
 
+def distinct_parts(size: int) -> bytes:
+    """Parts whose Content-Types are each as slow to parse as a structured header
+    allowed whole can be, and each different (no two read as one)."""
+    part = b'--b\r\nContent-Type: text/plain; a="' + b"\\" * 2000 + b'%06d"\r\n\r\nx\r\n'
+    count = max(size // len(part), 1)
+    return (HEAD + b"From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + b"".join(part % n for n in range(count)) + b"--b--\r\n")
+
+
 SHAPES: dict[str, Callable[[int], bytes]] = {
     "From: many addresses": header("From", "a@example.org, "),
     "From: many comments": header("From", "(x) ", "alice@example.org "),
     "Subject: encoded words": header("Subject", "w ", "=?utf-8?q?caf=C3=A9?= "),
     "Content-Type: parameters": header("Content-Type", "; p=v", "text/plain"),
+    "Content-Type: backslashes": header("Content-Type", "\\\\", 'text/plain; a="'),
     "HTML: unclosed tags": html("<a "),
     "HTML: unclosed scripts": html("<script>x"),
     "MIME: many parts": parts,
+    "MIME: slow distinct parts": distinct_parts,
 }
 
 

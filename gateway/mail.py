@@ -15,6 +15,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email._header_value_parser import UnstructuredTokenList
 from email.errors import UndecodableBytesDefect
 from email.headerregistry import (
     AddressHeader,
@@ -26,6 +27,7 @@ from email.headerregistry import (
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
+from typing import Any
 
 TRACE_HEADERS = frozenset(
     {"received", "return-path", "delivered-to", "x-original-to", "dkim-signature",
@@ -99,21 +101,50 @@ _PLAIN_MSG_ID = re.compile(rf"<{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*>")
 
 
 LONGEST_HEADER = 8192
-"""Longest header value that the header registry parses whole. Its parsers
-grow with the square of a value's words on some shapes (a Subject of encoded
-words and 40,000 more words, 80 kB: 0.4 s; a From of 20,000 addresses: 4 s),
-so one header the size of a whole message would hold a worker, and its
-process's interpreter lock, for hours, and again on every retry. No real
-header comes near this. A longer one is parsed from its first
-``LONGEST_HEADER`` characters only, a structured one (From, Content-Type…) as
-plain text, and it is recorded as a ``HeaderTooLong`` defect: a From so read
-is no address to answer; a Content-Type keeps its type (the stdlib reads its
-type and parameters from the text); a Subject keeps more than the gateway
-keeps of it."""
+"""Longest header value read, in characters; what lies beyond is left unread.
+
+The header registry's parsers take time growing with the square of a value's
+length on some shapes (a Subject of encoded words and 40,000 more words,
+80 kB: 0.4 s; a From of 20,000 addresses: 4 s; a Content-Type of 8 kB of
+quoted backslashes: 0.26 s), so a header the size of a whole message would
+hold a worker, and its process's interpreter lock, for hours, and again on
+every retry. No real header comes near this; one that does is recorded as a
+``HeaderTooLong`` defect. A Subject keeps more than the gateway keeps of it;
+a Content-Type keeps the type and the parameters in its first 8,192
+characters (a boundary beyond them is lost with the body it would divide)."""
+
+LONGEST_STRUCTURED = 2048
+"""Longest structured header (From, Content-Type, Content-Disposition…) parsed by
+its grammar; a longer one is read as its text (``_TextHeader``), so a From
+that long is no address to answer."""
+
+STRUCTURED_BUDGET = 128 * 1024
+"""Characters of structured headers parsed by their grammar in one message. Each
+MIME part has its own Content-Type and Content-Disposition, so a message of
+many parts with distinct long ones would cost ``LONGEST_STRUCTURED``'s worst
+(about 25 ms) once per part, for minutes. Past the budget the rest are read
+as their text, and recorded as ``HeaderBudgetSpent`` defects: about a
+thousand parts of ordinary headers fit in it."""
 
 
 class _TextHeader(UnstructuredHeader, BaseHeader):
-    """A structured header over ``LONGEST_HEADER``, read as plain text."""
+    """A structured header read as its unfolded text, without parsing it.
+
+    What the stdlib reads of such a header it reads from the text (the type
+    and parameters of a Content-Type), except ``is_attachment``, which asks a
+    Content-Disposition for its ``content_disposition``: given here as the
+    stdlib's own ``get_content_disposition`` reads it. Never folded: the
+    gateway writes no inbound header back.
+    """
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["parse_tree"] = UnstructuredTokenList()
+        kwds["decoded"] = value
+
+    @property
+    def content_disposition(self) -> str | None:
+        return self.split(";", 1)[0].strip().lower() or None
 
 
 class _HeaderMemo:
@@ -134,23 +165,32 @@ class _HeaderMemo:
 
     def __init__(self) -> None:
         self._parsed: dict[tuple[str, str], BaseHeader] = {}
-        self.too_long: set[str] = set()
-        """Names of the headers cut to ``LONGEST_HEADER`` (see there)."""
+        self._budget = STRUCTURED_BUDGET
+        self.defects: set[str] = set()
+        """``HeaderTooLong:<name>`` and ``HeaderBudgetSpent:<name>`` (see there)."""
 
     def __call__(self, name: str, value: str) -> BaseHeader:
         key = (name, value)
         header = self._parsed.get(key)
         if header is None:
-            kind = _HEADER_CLASSES[name]
-            if len(value) > LONGEST_HEADER:
-                self.too_long.add(name.lower())
-                if not issubclass(kind, UnstructuredHeader):
-                    kind = _TextHeader
-                header = kind(name, value[:LONGEST_HEADER])
-            else:
-                header = kind(name, value)
-            self._parsed[key] = header
+            header = self._parsed[key] = self._read(name, value)
         return header
+
+    def _read(self, name: str, value: str) -> BaseHeader:
+        kind = _HEADER_CLASSES[name]
+        if len(value) > LONGEST_HEADER:
+            self.defects.add(f"HeaderTooLong:{name.lower()}")
+            value = value[:LONGEST_HEADER]
+        if issubclass(kind, UnstructuredHeader):
+            return kind(name, value)
+        if len(value) > LONGEST_STRUCTURED:
+            self.defects.add(f"HeaderTooLong:{name.lower()}")
+            return _TextHeader(name, value)
+        if len(value) > self._budget:
+            self.defects.add(f"HeaderBudgetSpent:{name.lower()}")
+            return _TextHeader(name, value)
+        self._budget -= len(value)
+        return kind(name, value)
 
 
 def _message_policy(memo: _HeaderMemo) -> email.policy.EmailPolicy[EmailMessage]:
@@ -248,7 +288,7 @@ def parse_message(raw: bytes) -> ParsedMail:
         headers=headers,
         content_type=_content_type(message),
         body_text=_body_text(message, defects),
-        defects=(*defects, *(f"HeaderTooLong:{name}" for name in sorted(memo.too_long))),
+        defects=(*defects, *sorted(memo.defects)),
     )
 
 
@@ -454,8 +494,12 @@ def _decode_payload(part: Message) -> str:
         return payload.decode("utf-8", "replace")
 
 
-_RAW_TEXT = re.compile(r"<(script|style)\b", re.IGNORECASE)
-_RAW_TEXT_END = {kind: re.compile(rf"</{kind}\s*>", re.IGNORECASE) for kind in ("script", "style")}
+_RAW_TEXT = re.compile(r"<(script|style)\b", re.IGNORECASE | re.ASCII)
+"""Tag names are ASCII, case-insensitive (as HTML has them: not ``ſcript``, which
+Unicode case folding would make a script)."""
+_RAW_TEXT_END = {
+    kind: re.compile(rf"</{kind}\s*>", re.IGNORECASE | re.ASCII) for kind in ("script", "style")
+}
 
 
 def _html_to_text(html: str) -> str:

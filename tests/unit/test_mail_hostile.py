@@ -1,6 +1,7 @@
 """Mail shaped so that parsing it would take time growing with the square of its
-size: headers are read from their first ``LONGEST_HEADER`` characters, and HTML
-is turned into text in one pass. What is read stays what it was for real mail
+size: headers are read from their first ``LONGEST_HEADER`` characters, long
+structured ones and those past a message's budget as their text, and HTML is
+turned into text in one pass. What is read stays what it was for real mail
 (``bench/hostile.py`` prints the times)."""
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import LONGEST_HEADER, _html_to_text, parse_message
+from gateway.mail import (
+    LONGEST_STRUCTURED,
+    STRUCTURED_BUDGET,
+    _html_to_text,
+    parse_message,
+)
 
 
 def mail(*headers: str, body: bytes = b"body\r\n") -> bytes:
@@ -26,7 +32,7 @@ def test_a_from_longer_than_any_real_one_is_no_address_to_answer():
 
 
 def test_a_from_just_within_the_bound_is_read_whole():
-    name = "x" * (LONGEST_HEADER - len(" <alice@example.org>"))
+    name = "x" * (LONGEST_STRUCTURED - len(" <alice@example.org>"))
     parsed = parse_message(mail(f"From: {name} <alice@example.org>"))
     assert parsed.sender == "alice@example.org"
     assert not [d for d in parsed.defects if d.startswith("HeaderTooLong")]
@@ -53,13 +59,51 @@ def test_a_content_type_with_endless_parameters_keeps_its_type_and_charset():
     assert "HeaderTooLong:content-type" in parsed.defects
 
 
+def test_a_long_content_disposition_still_marks_an_attachment():
+    """``is_attachment`` asks the header object for its disposition; read as text,
+    it must still answer, or the attachment's text is taken for the body."""
+    raw = mail(
+        "From: alice@example.org", "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed; boundary=b",
+        body=(b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; "
+              b'filename="' + b"x" * 9000 + b'"\r\n\r\nATTACHMENT TEXT\r\n'
+              b"--b\r\nContent-Type: text/plain\r\n\r\nthe real body\r\n--b--\r\n"),
+    )
+    parsed = parse_message(raw)
+    assert parsed.body_text.strip() == "the real body"
+    assert "HeaderTooLong:content-disposition" in parsed.defects
+
+
+def test_past_the_budget_the_parts_headers_are_read_as_text_and_still_work():
+    """Many parts with distinct long headers: past the message's budget their
+    headers are not parsed by their grammar, and the body is still found."""
+    parts = b"".join(
+        b"--b\r\nContent-Type: application/octet-stream; name=\"" + b"%06d" % n
+        + b"y" * 1000 + b"\"\r\nContent-Disposition: attachment\r\n\r\nx\r\n"
+        for n in range(2 * STRUCTURED_BUDGET // 1000)
+    )
+    raw = mail(
+        "From: alice@example.org", "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed; boundary=b",
+        body=parts + b"--b\r\nContent-Type: text/plain\r\n\r\nthe real body\r\n--b--\r\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.body_text.strip() == "the real body"
+    assert "HeaderBudgetSpent:content-type" in parsed.defects
+    assert parsed.sender == "alice@example.org"  # read before the parts
+
+
 # HTML to text: the same as the expression it replaces, in one pass ------------------------
 
-_OLD_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_OLD_TAGS = re.compile(
+    r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL | re.ASCII
+)
 
 
 def old_html_to_text(html: str) -> str:
-    """What the gateway did before: one expression, quadratic on unclosed tags."""
+    """What the gateway did before: one expression, quadratic on unclosed tags
+    (with tag names ASCII as HTML has them, where it also took ``<ſcript>`` for a
+    script, by Unicode case folding)."""
     import html as html_module
 
     return html_module.unescape(_OLD_TAGS.sub(" ", html))
@@ -69,7 +113,8 @@ PIECES = st.sampled_from([
     "<", ">", "<>", "<p>", "</p>", "<a href='x'>", "<br/>", "<script>", "</script>",
     "<SCRIPT type=x>", "</Script >", "<style>", "</style\n>", "<scripts>", "<script-x>",
     "</script", "<styl", "text", " ", "\n", "é", "&amp;", "&lt;", "&#233;", "&nbsp", "/",
-    "script", "<!-- c -->", "<<", ">>",
+    "script", "<!-- c -->", "<<", ">>", "<STYLE>", "</STYLE>", "\t", "\r", "<ſcript>",
+    "</ſcript>", "ſ", "İ", "ı", "K", "<scrİpt>", "<scripté>", "</scripté>", "<style\t>",
 ])
 
 
@@ -80,6 +125,8 @@ PIECES = st.sampled_from([
 @example("<a <b <c")
 @example("x<>y<>")
 @example("<script</script>")
+@example("<ſcript>x</script>y")
+@example("<script>x</ſcript>y")
 def test_html_becomes_the_text_it_always_did(html):
     assert _html_to_text(html) == old_html_to_text(html)
 
