@@ -29,6 +29,10 @@ class Dispatcher(Protocol):
 
     def send(self, outbox_id: int, delay: timedelta | None = None) -> None: ...
 
+    def waiting(self) -> int:
+        """Messages handed out and not yet finished, as the broker counts them."""
+        ...
+
 
 @dataclass(frozen=True)
 class SweepReport:
@@ -51,15 +55,20 @@ def sweep(
     and is handed out at once. With ``stale_after`` zero (a process starting
     with an empty in-process queue) everything unfinished is handed out.
 
-    All of it, ``batch`` rows of each kind per transaction: after a long
-    broker outage the backlog may be hundreds of thousands of mails, and one
-    batch per sweep interval would take hours to hand them out.
+    When the broker holds nothing (``Dispatcher.waiting``), all of it, ``batch``
+    rows of each kind per transaction: after a Redis restarted empty, the
+    backlog may be hundreds of thousands of mails, and a batch per sweep
+    interval would take hours to hand them out. When it holds work, one batch:
+    a backlog that takes the workers longer than ``stale_after`` looks stale
+    while it waits in the queue, and handing all of it out again at each
+    sweep would queue it many times over.
     """
     cutoff = now - stale_after
     inbound_after = outbox_after = 0
     total = SweepReport(0, 0, 0)
     released: set[int] = set()
     first = True
+    everything = dispatch.waiting() == 0
     while True:
         with database.transaction() as connection:
             inbound = _stale(connection, batch, select(INBOUND.c.id).where(
@@ -97,7 +106,7 @@ def sweep(
             dispatch.send(outbox_id)
         total = SweepReport(total.inbound + len(inbound), total.outbox + len(pending),
                             total.reclaimed + len(reclaimed))
-        if len(inbound) < batch and len(outbox) < batch:
+        if not everything or (len(inbound) < batch and len(outbox) < batch):
             break
         inbound_after = inbound[-1] if inbound else inbound_after
         outbox_after = outbox[-1] if outbox else outbox_after

@@ -23,6 +23,9 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 
 from gateway.clock import utcnow
 from gateway.outbox import Claimed, release, send_claimed, send_one
@@ -49,6 +52,18 @@ class DramatiqDispatcher:
 
     def process(self, inbound_id: int) -> None:
         self.actors.process_inbound.send(inbound_id)
+
+    def waiting(self) -> int:
+        """Processing and sending messages queued, delayed or being worked on."""
+        broker = self.actors.process_inbound.broker
+        queues = (INBOUND_QUEUE, OUTBOX_QUEUE)
+        if isinstance(broker, RedisBroker):  # the broker's own count, as its join uses
+            return sum(int(broker.do_qsize(queue)) for queue in queues)
+        if isinstance(broker, StubBroker):
+            return sum(broker.queues[name].unfinished_tasks
+                       for queue in queues for name in (queue, dq_name(queue))
+                       if name in broker.queues)
+        raise TypeError(f"cannot count the messages of a {type(broker).__name__}")
 
     def send(self, outbox_id: int, delay: timedelta | None = None) -> None:
         if delay:

@@ -26,6 +26,7 @@ from gateway.runtime import Runtime, build_runtime
 from gateway.service import Sweeper
 from tests.conftest import Sink, free_port, mail, make_settings
 from workers.actors import OUTBOX_QUEUE, DramatiqDispatcher, RelayTrouble, declare
+from workers.broker import make_broker
 
 
 @pytest.fixture
@@ -187,3 +188,32 @@ def test_relay_trouble_is_forgotten_after_the_hold():
     assert trouble.now()
     clock[0] += 0.2
     assert not trouble.now()
+
+
+def test_the_dispatcher_counts_what_the_broker_holds(broker, relay_down: Runtime):
+    """What the recovery sweep asks before it hands out a whole backlog: queued
+    and delayed messages count, on the in-process broker as on Redis."""
+    dispatch = declare(broker, relay_down)
+    assert dispatch.waiting() == 0
+    dispatch.process(1)
+    dispatch.send(2)
+    dispatch.send(3, timedelta(minutes=5))
+    assert dispatch.waiting() == 3
+
+
+@pytest.mark.redis
+def test_the_dispatcher_counts_what_redis_holds(tmp_path, redis_url: str):
+    settings = make_settings(tmp_path, HELPDESK_BROKER_URL=redis_url)
+    broker = make_broker(settings)
+    runtime = build_runtime(settings)
+    try:
+        dispatch = declare(broker, runtime)
+        assert dispatch.waiting() == 0
+        dispatch.process(1)
+        dispatch.send(2)
+        dispatch.send(3, timedelta(minutes=5))
+        assert dispatch.waiting() == 3
+    finally:
+        broker.flush_all()
+        broker.close()
+        runtime.close()

@@ -160,7 +160,7 @@ def test_a_quarantined_mail_is_listed_and_once_released_handled_like_any_other(
     assert "not quarantined (or no such message): 999999" in released.output
     # Then the recovery sweep hands it out, and it opens its case
     handed: list[int] = []
-    dispatch = SimpleNamespace(process=handed.append, send=None)
+    dispatch = SimpleNamespace(process=handed.append, send=None, waiting=lambda: 0)
     sweep(pg_runtime.database, dispatch, utcnow(), timedelta(0))
     assert handed == [inbound_id]
     assert process_inbound(pg_runtime.pipeline, inbound_id, utcnow()).status == "processed"

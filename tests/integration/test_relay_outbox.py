@@ -87,6 +87,12 @@ class Recorder:
     def send(self, outbox_id: int, delay: timedelta | None = None) -> None:
         self.sent.append(outbox_id)
 
+    def waiting(self) -> int:
+        return self.queued
+
+    queued: int = 0
+    """What the broker is taken to hold."""
+
 
 class Interrupting:
     """A real transport whose commit point lets something happen around the commit.
@@ -310,6 +316,18 @@ def test_one_sweep_hands_out_a_backlog_larger_than_its_batch_each_once(database)
     assert dispatch.processed == inbound
     assert sorted(dispatch.sent) == sorted([*pending, *stale])
     assert (report.inbound, report.outbox, report.reclaimed) == (10, 7, 2)
+
+
+def test_while_the_broker_holds_work_a_sweep_hands_out_one_batch(database):
+    """A backlog that waits in the queue longer than stale_after looks stale; were
+    all of it handed out at each sweep, it would be queued many times over."""
+    for n in range(10):
+        accept(database, f"Message-ID: <m{n}@x>\r\n\r\nx\r\n".encode(), source="smtp",
+               sender=CUSTOMER, recipients=["support@example.com"], now=T0)
+    dispatch = Recorder(queued=500)
+    report = sweep(database, dispatch, T0 + timedelta(seconds=1), timedelta(0), batch=3)
+    assert report.inbound == 3
+    assert len(dispatch.processed) == 3
 
 
 def test_crash_before_the_commit_point_sends_nothing_and_recovery_sends_once(database, sink):
