@@ -193,7 +193,10 @@ def test_relay_trouble_is_forgotten_after_the_hold():
 def test_the_dispatcher_counts_what_the_broker_holds(broker, relay_down: Runtime):
     """What the recovery sweep asks before it hands out a whole backlog: queued
     and delayed messages count, on the in-process broker as on Redis."""
-    dispatch = declare(broker, relay_down)
+    assert_counts_what_it_holds(declare(broker, relay_down))
+
+
+def assert_counts_what_it_holds(dispatch: DramatiqDispatcher) -> None:
     assert dispatch.waiting() == 0
     dispatch.process(1)
     dispatch.send(2)
@@ -207,12 +210,7 @@ def test_the_dispatcher_counts_what_redis_holds(tmp_path, redis_url: str):
     broker = make_broker(settings)
     runtime = build_runtime(settings)
     try:
-        dispatch = declare(broker, runtime)
-        assert dispatch.waiting() == 0
-        dispatch.process(1)
-        dispatch.send(2)
-        dispatch.send(3, timedelta(minutes=5))
-        assert dispatch.waiting() == 3
+        assert_counts_what_it_holds(declare(broker, runtime))
     finally:
         broker.flush_all()
         broker.close()
