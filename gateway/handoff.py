@@ -92,7 +92,8 @@ class Handoff:
             self._kept.popleft()
             handed += 1
         if resuming:
-            log.warning("enqueueing again: %s stored meanwhile handed over%s", handed - 1,
+            meanwhile = handed - (inbound_id is not None)  # not the one that came just now
+            log.warning("enqueueing again: %s stored meanwhile handed over%s", meanwhile,
                         f"; {self._dropped} more left to the recovery sweep"
                         if self._dropped else "")
             self._dropped = 0

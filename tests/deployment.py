@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 class GatewayProcesses:
     """The processes of one gateway, with one settings file; each can be killed."""
 
-    def __init__(self, tmp_path: Path, settings: str, smtp_port: int) -> None:
+    def __init__(self, tmp_path: Path, settings: str, smtp_port: int,
+                 stale_after: float = 3.0) -> None:
         self.tmp_path = tmp_path
         self.smtp_port = smtp_port
         self.config = tmp_path / "gateway.toml"
@@ -39,7 +40,7 @@ class GatewayProcesses:
             f'{settings}'
             f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
             '[support]\naddresses = ["support@example.com"]\n'
-            '[recovery]\ninterval = 1.0\nstale_after = 3.0\n'
+            f'[recovery]\ninterval = 1.0\nstale_after = {stale_after}\n'
         )
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -90,12 +91,13 @@ class Deployment(GatewayProcesses):
 
     def __init__(self, tmp_path: Path, *, database_url: str, broker_url: str,
                  relay_host: str, relay_port: int, smtp_port: int,
-                 worker_processes: int = 1, worker_threads: int = 8) -> None:
+                 worker_processes: int = 1, worker_threads: int = 8,
+                 stale_after: float = 3.0) -> None:
         super().__init__(tmp_path, (
             f'[database]\nurl = "{database_url}"\n'
             f'[broker]\nurl = "{broker_url}"\n'
             f'[relay]\nhost = "{relay_host}"\nport = {relay_port}\n'
-        ), smtp_port)
+        ), smtp_port, stale_after)
         self.worker_processes = worker_processes
         self.worker_threads = worker_threads
         engine = make_engine(database_url)

@@ -93,6 +93,18 @@ def test_the_broker_failing_halfway_through_the_kept_ones_keeps_the_rest():
     assert broker.queued == [1, 2, 3, 4]
 
 
+def test_the_pause_ending_without_new_mail_counts_every_kept_one(caplog):
+    broker, clock = Broker(), Clock()
+    handoff = Handoff(broker.enqueue, pause=10.0, clock=clock)
+    broker.away = True
+    handoff.hand_over(1)
+    handoff.hand_over(2)
+    broker.away = False
+    clock.now += 10
+    assert handoff.hand_over()
+    assert "enqueueing again: 2 stored meanwhile handed over" in caplog.text
+
+
 def test_beyond_what_it_keeps_the_oldest_are_left_to_the_sweep(caplog):
     broker, clock = Broker(), Clock()
     handoff = Handoff(broker.enqueue, pause=10.0, keep=3, clock=clock)
@@ -119,8 +131,8 @@ def test_the_thread_hands_over_the_kept_ones_when_the_pause_ends_without_new_mai
     broker.away = False  # back during the pause; nothing more arrives
     while broker.queued != [1, 2] and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert broker.queued == [1, 2]  # before stop(), which would hand them over anyway
     handoff.stop()
-    assert broker.queued == [1, 2]
 
 
 def test_the_thread_hands_over_in_order_and_stop_drains_the_queue():
