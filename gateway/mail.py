@@ -127,6 +127,12 @@ as their text, and recorded as ``HeaderBudgetSpent`` defects: about a
 thousand parts of ordinary headers fit in it."""
 
 
+_OUTSIDE_BUDGET = frozenset({"from"})
+"""Parsed whatever the parts spent: the gateway reads one From, the message's
+own, only after the parser has read every part's headers, and a customer's
+many attachments must not cost their acknowledgement."""
+
+
 class _TextHeader(UnstructuredHeader, BaseHeader):
     """A structured header read as its unfolded text, without parsing it.
 
@@ -186,6 +192,8 @@ class _HeaderMemo:
         if len(value) > LONGEST_STRUCTURED:
             self.defects.add(f"HeaderTooLong:{name.lower()}")
             return _TextHeader(name, value)
+        if name.lower() in _OUTSIDE_BUDGET:
+            return kind(name, value)
         if len(value) > self._budget:
             self.defects.add(f"HeaderBudgetSpent:{name.lower()}")
             return _TextHeader(name, value)
