@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, select, update
 
 from gateway.database import Database
 from gateway.models import INBOUND, OUTBOX, InboundStatus, OutboxStatus
@@ -55,37 +55,37 @@ def sweep(
     and is handed out at once. With ``stale_after`` zero (a process starting
     with an empty in-process queue) everything unfinished is handed out.
 
-    When the broker holds nothing (``Dispatcher.waiting``), all of it, ``batch``
-    rows of each kind per transaction: after a Redis restarted empty, the
-    backlog may be hundreds of thousands of mails, and a batch per sweep
-    interval would take hours to hand them out. When it holds work, one batch:
-    a backlog that takes the workers longer than ``stale_after`` looks stale
-    while it waits in the queue, and handing all of it out again at each
-    sweep would queue it many times over.
+    How many: a row that looks stale may be lost (a Redis restarted empty,
+    a killed worker) or only waiting in a queue that takes the workers longer
+    than ``stale_after`` to clear. The broker holds at most
+    ``Dispatcher.waiting`` of them, so at least the stale rows beyond that
+    many are lost, the oldest most likely: that many are handed out, and at
+    least ``batch``, in transactions of ``batch`` rows each. After a Redis
+    restart under load that is the whole lost backlog at once (a batch per
+    sweep interval would take hours over it), and for a backlog that is only
+    waiting, one batch, not all of it queued again at every sweep.
     """
     cutoff = now - stale_after
-    inbound_after = outbox_after = 0
+    waiting = dispatch.waiting()
+    with database.reading() as connection:
+        stale_inbound = connection.scalar(select(func.count()).where(_stale_inbound(cutoff))) or 0
+        stale_outbox = connection.scalar(select(func.count()).where(_stale_outbox(cutoff))) or 0
+    inbound = _Pages(INBOUND.c.id, max(batch, stale_inbound - waiting), batch)
+    outbox = _Pages(OUTBOX.c.id, max(batch, stale_outbox - waiting), batch)
     total = SweepReport(0, 0, 0)
     released: set[int] = set()
     first = True
-    everything = dispatch.waiting() == 0
-    while True:
+    while first or not (inbound.done and outbox.done):
         with database.transaction() as connection:
-            inbound = _stale(connection, batch, select(INBOUND.c.id).where(
-                INBOUND.c.status == InboundStatus.RECEIVED, INBOUND.c.enqueued_at <= cutoff,
-                INBOUND.c.id > inbound_after,
-            ))
-            if inbound:
+            inbound_ids = inbound.next(connection, _stale_inbound(cutoff))
+            if inbound_ids:
                 connection.execute(
-                    update(INBOUND).where(INBOUND.c.id.in_(inbound)).values(enqueued_at=now)
+                    update(INBOUND).where(INBOUND.c.id.in_(inbound_ids)).values(enqueued_at=now)
                 )
-            outbox = _stale(connection, batch, select(OUTBOX.c.id).where(
-                OUTBOX.c.status == OutboxStatus.PENDING, OUTBOX.c.next_attempt_at <= cutoff,
-                OUTBOX.c.id > outbox_after,
-            ))
-            if outbox:
+            outbox_ids = outbox.next(connection, _stale_outbox(cutoff))
+            if outbox_ids:
                 connection.execute(
-                    update(OUTBOX).where(OUTBOX.c.id.in_(outbox)).values(next_attempt_at=now)
+                    update(OUTBOX).where(OUTBOX.c.id.in_(outbox_ids)).values(next_attempt_at=now)
                 )
             reclaimed: list[int] = []
             if first:
@@ -99,22 +99,50 @@ def sweep(
                 ))
                 released.update(reclaimed)
         first = False
-        pending = [outbox_id for outbox_id in outbox if outbox_id not in released]
-        for inbound_id in inbound:
+        pending = [outbox_id for outbox_id in outbox_ids if outbox_id not in released]
+        for inbound_id in inbound_ids:
             dispatch.process(inbound_id)
         for outbox_id in [*reclaimed, *pending]:
             dispatch.send(outbox_id)
-        total = SweepReport(total.inbound + len(inbound), total.outbox + len(pending),
+        total = SweepReport(total.inbound + len(inbound_ids), total.outbox + len(pending),
                             total.reclaimed + len(reclaimed))
-        if not everything or (len(inbound) < batch and len(outbox) < batch):
-            break
-        inbound_after = inbound[-1] if inbound else inbound_after
-        outbox_after = outbox[-1] if outbox else outbox_after
     if total:
-        log.info("recovery: %s inbound, %s outbox re-enqueued; %s stale claims released",
-                 total.inbound, total.outbox, total.reclaimed)
+        log.info("recovery: %s inbound, %s outbox re-enqueued; %s stale claims released "
+                 "(%s waiting in the broker)", total.inbound, total.outbox, total.reclaimed,
+                 waiting)
     return total
 
 
-def _stale(connection: Connection, batch: int, query: Select[tuple[int]]) -> list[int]:
-    return list(connection.scalars(query.order_by("id").limit(batch)))
+def _stale_inbound(cutoff: datetime) -> ColumnElement[bool]:
+    return and_(INBOUND.c.status == InboundStatus.RECEIVED, INBOUND.c.enqueued_at <= cutoff)
+
+
+def _stale_outbox(cutoff: datetime) -> ColumnElement[bool]:
+    return and_(OUTBOX.c.status == OutboxStatus.PENDING, OUTBOX.c.next_attempt_at <= cutoff)
+
+
+class _Pages:
+    """Ids of one table's stale rows, page by page in id order, up to ``most``.
+
+    By id, not by the time stamp the sweep sets: with ``stale_after`` zero, a
+    row just handed out is as due as it was.
+    """
+
+    def __init__(self, column: ColumnElement[int], most: int, batch: int) -> None:
+        self.column, self.left, self.batch = column, most, batch
+        self.after = 0
+        self.done = False
+
+    def next(self, connection: Connection, stale: ColumnElement[bool]) -> list[int]:
+        if self.done:
+            return []
+        size = min(self.batch, self.left)
+        ids = list(connection.scalars(
+            select(self.column).where(stale, self.column > self.after)
+            .order_by(self.column).limit(size)
+        ))
+        self.left -= len(ids)
+        self.done = len(ids) < size or self.left <= 0
+        if ids:
+            self.after = ids[-1]
+        return ids
