@@ -6,7 +6,8 @@
 Each shape is a message of about the given size, built so that a parser
 whose work grows with the square of the input would spend minutes or hours
 on it at the SMTP size limit (25 MiB by default): one enormous From, Subject
-or Content-Type, HTML of unclosed tags or script elements, many MIME parts.
+or Content-Type, HTML of unclosed tags or script elements, many MIME parts
+(some with Content-Types of quoted semicolons).
 For each it prints the process CPU time of what a worker does with every
 stored message before the database (``identify``, ``content_digest`` and
 ``parse_message``). A time that grows tenfold from one size to the next ten
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.mail import content_digest, identify, parse_message  # noqa: E402
 
 HEAD = b"To: support@example.com\r\nMessage-ID: <hostile@example.org>\r\nMIME-Version: 1.0\r\n"
+MULTIPART = HEAD + b"From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
 
 
 def repeated(unit: str, size: int) -> str:
@@ -51,8 +53,7 @@ def html(unit: str) -> Callable[[int], bytes]:
 
 def parts(size: int) -> bytes:
     part = "--b\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n"
-    return (HEAD + b"From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
-            + repeated(part, size).encode() + b"--b--\r\n")
+    return MULTIPART + repeated(part, size).encode() + b"--b--\r\n"
 
 
 def distinct_parts(size: int) -> bytes:
@@ -60,8 +61,20 @@ def distinct_parts(size: int) -> bytes:
     allowed whole can be, and each different (no two read as one)."""
     part = b'--b\r\nContent-Type: text/plain; a="' + b"\\" * 2000 + b'%06d"\r\n\r\nx\r\n'
     count = max(size // len(part), 1)
-    return (HEAD + b"From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
-            + b"".join(part % n for n in range(count)) + b"--b--\r\n")
+    return MULTIPART + b"".join(part % n for n in range(count)) + b"--b--\r\n"
+
+
+def semicolon_parts(filler: int) -> Callable[[int], bytes]:
+    """Parts that are each a multipart whose Content-Type is as long as a header
+    is read, with semicolons inside a quoted parameter after ``filler`` other
+    characters: the stdlib's parameter reader, run on every part for its
+    boundary, spends time on each semicolon growing with the value's length."""
+    def build(size: int) -> bytes:
+        quoted = b"y" * filler + b";" * (8150 - filler)
+        part = b'--b\r\nContent-Type: multipart/mixed; x=%06d; a="' + quoted + b'"\r\n\r\nx\r\n'
+        count = max(size // len(part), 1)
+        return MULTIPART + b"".join(part % n for n in range(count)) + b"--b--\r\n"
+    return build
 
 
 SHAPES: dict[str, Callable[[int], bytes]] = {
@@ -74,6 +87,8 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "HTML: unclosed scripts": html("<script>x"),
     "MIME: many parts": parts,
     "MIME: slow distinct parts": distinct_parts,
+    "MIME: parts of semicolons": semicolon_parts(0),
+    "MIME: parts ending in ;": semicolon_parts(8080),
 }
 
 

@@ -127,6 +127,22 @@ as their text, and recorded as ``HeaderBudgetSpent`` defects: about a
 thousand parts of ordinary headers fit in it."""
 
 
+MOST_SEMICOLONS = 64
+"""Semicolons read in a Content-Type or Content-Disposition; from the next one on,
+the value is left unread and a ``HeaderTooManyParameters`` defect recorded.
+
+Whether parsed by its grammar or read as text, such a header reaches the
+stdlib's parameter reader (``get_boundary`` for every multipart part, the
+charset of every text part), and that reader's time grows with the number of
+semicolons times the value's length: 8,000 semicolons inside quotes cost
+50 ms per part, minutes for a message of thousands of such parts. Real
+headers have a handful of parameters; the boundary and charset are among
+them."""
+
+_PARAMETERIZED = frozenset({"content-type", "content-disposition"})
+"""The headers the stdlib reads parameters from, with ``get_param``."""
+
+
 _OUTSIDE_BUDGET = frozenset({"from"})
 """Parsed whatever the parts spent: the gateway reads one From, the message's
 own, only after the parser has read every part's headers, and a customer's
@@ -139,8 +155,9 @@ class _TextHeader(UnstructuredHeader, BaseHeader):
     What the stdlib reads of such a header it reads from the text (the type
     and parameters of a Content-Type), except ``is_attachment``, which asks a
     Content-Disposition for its ``content_disposition``: given here as the
-    stdlib's own ``get_content_disposition`` reads it. Never folded: the
-    gateway writes no inbound header back.
+    parsed header gives it when a comment follows the type (``attachment
+    (signed)``), not as the stdlib's ``get_content_disposition`` reads the text
+    (whole). Never folded: the gateway writes no inbound header back.
     """
 
     @classmethod
@@ -150,7 +167,7 @@ class _TextHeader(UnstructuredHeader, BaseHeader):
 
     @property
     def content_disposition(self) -> str | None:
-        return self.split(";", 1)[0].strip().lower() or None
+        return self.split(";", 1)[0].split("(", 1)[0].strip().lower() or None
 
 
 class _HeaderMemo:
@@ -187,6 +204,8 @@ class _HeaderMemo:
         if len(value) > LONGEST_HEADER:
             self.defects.add(f"HeaderTooLong:{name.lower()}")
             value = value[:LONGEST_HEADER]
+        if name.lower() in _PARAMETERIZED:
+            value = self._first_parameters(name, value)
         if issubclass(kind, UnstructuredHeader):
             return kind(name, value)
         if len(value) > LONGEST_STRUCTURED:
@@ -199,6 +218,14 @@ class _HeaderMemo:
             return _TextHeader(name, value)
         self._budget -= len(value)
         return kind(name, value)
+
+    def _first_parameters(self, name: str, value: str) -> str:
+        """``value`` up to its ``MOST_SEMICOLONS + 1``th semicolon (see there)."""
+        pieces = value.split(";", MOST_SEMICOLONS + 1)
+        if len(pieces) <= MOST_SEMICOLONS + 1:
+            return value
+        self.defects.add(f"HeaderTooManyParameters:{name.lower()}")
+        return ";".join(pieces[:-1])
 
 
 def _message_policy(memo: _HeaderMemo) -> email.policy.EmailPolicy[EmailMessage]:

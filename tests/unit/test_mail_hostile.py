@@ -1,18 +1,21 @@
 """Mail shaped so that parsing it would take time growing with the square of its
 size: headers are read from their first ``LONGEST_HEADER`` characters, long
-structured ones and those past a message's budget as their text, and HTML is
-turned into text in one pass. What is read stays what it was for real mail
+structured ones and those past a message's budget as their text, parameters
+up to the ``MOST_SEMICOLONS``th semicolon, and HTML is turned into text in one
+pass. What is read stays what it was for real mail
 (``bench/hostile.py`` prints the times)."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.mail import (
     LONGEST_STRUCTURED,
+    MOST_SEMICOLONS,
     STRUCTURED_BUDGET,
     _html_to_text,
     parse_message,
@@ -59,19 +62,53 @@ def test_a_content_type_with_endless_parameters_keeps_its_type_and_charset():
     assert "HeaderTooLong:content-type" in parsed.defects
 
 
-def test_a_long_content_disposition_still_marks_an_attachment():
+@pytest.mark.parametrize("disposition", ["attachment", "attachment (signed)"])
+def test_a_long_content_disposition_still_marks_an_attachment(disposition):
     """``is_attachment`` asks the header object for its disposition; read as text,
-    it must still answer, or the attachment's text is taken for the body."""
+    it must still answer, or the attachment's text is taken for the body. A
+    comment after the type is no part of it, as for a parsed header."""
     raw = mail(
         "From: alice@example.org", "MIME-Version: 1.0",
         "Content-Type: multipart/mixed; boundary=b",
-        body=(b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; "
-              b'filename="' + b"x" * 9000 + b'"\r\n\r\nATTACHMENT TEXT\r\n'
+        body=(f"--b\r\nContent-Type: text/plain\r\nContent-Disposition: {disposition}; "
+              'filename="'.encode() + b"x" * 9000 + b'"\r\n\r\nATTACHMENT TEXT\r\n'
               b"--b\r\nContent-Type: text/plain\r\n\r\nthe real body\r\n--b--\r\n"),
     )
     parsed = parse_message(raw)
     assert parsed.body_text.strip() == "the real body"
     assert "HeaderTooLong:content-disposition" in parsed.defects
+
+
+def parts_with_semicolons(count: int, length: int) -> bytes:
+    """A message of parts, each a multipart whose Content-Type has ``count``
+    semicolons inside a quoted parameter, ``length`` characters long in all,
+    then a text part: the body."""
+    def part(n: int) -> bytes:
+        head = f'multipart/mixed; boundary="in{n}"; a="'
+        quoted = "y" * (length - len(head) - count - 1) + ";" * count
+        return (f"--b\r\nContent-Type: {head}{quoted}\"\r\n\r\n"
+                f"--in{n}\r\nContent-Type: text/plain\r\n\r\ninner {n}\r\n--in{n}--\r\n").encode()
+    return mail(
+        "From: alice@example.org", "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed; boundary=b",
+        body=b"".join(part(n) for n in range(3))
+        + b"--b\r\nContent-Type: text/plain\r\n\r\nthe real body\r\n--b--\r\n",
+    )
+
+
+def test_semicolons_past_the_most_read_are_left_unread_and_the_boundary_kept():
+    """The stdlib's parameter reader takes time growing with semicolons times
+    length, once per part: a Content-Type is read to its ``MOST_SEMICOLONS``th."""
+    for length in (LONGEST_STRUCTURED - 100, LONGEST_STRUCTURED + 3000):  # parsed; text
+        parsed = parse_message(parts_with_semicolons(MOST_SEMICOLONS * 50, length))
+        assert "HeaderTooManyParameters:content-type" in parsed.defects
+        assert parsed.body_text.strip() == "inner 0"  # each part's own boundary was kept
+
+
+def test_semicolons_up_to_the_most_read_are_all_read():
+    parsed = parse_message(parts_with_semicolons(MOST_SEMICOLONS - 2, 1000))
+    assert not any(d.startswith("HeaderTooManyParameters") for d in parsed.defects)
+    assert parsed.body_text.strip() == "inner 0"
 
 
 def test_past_the_budget_the_parts_headers_are_read_as_text_and_still_work():
