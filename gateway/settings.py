@@ -24,7 +24,9 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from gateway.errors import ConfigError
 from gateway.mail import PLAIN_ADDRESS
@@ -84,15 +86,19 @@ class SmtpSettings(_Section):
     for as long as its data keeps coming."""
 
     tls_cert: str = ""
-    tls_key: str = Field(default="", validate_default=True)
+    tls_key: str = ""
     """STARTTLS is offered when both are set (PEM files)."""
 
-    @field_validator("tls_key")
-    @classmethod
-    def _tls_pair(cls, value: str, info: ValidationInfo) -> str:
-        if bool(value) != bool(info.data.get("tls_cert")):
-            raise ValueError("smtp.tls_cert and smtp.tls_key go together: set both, or neither")
-        return value
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpSettings:
+        """One of the pair alone is refused, naming the one that was set: it is
+        where the mistake is, and where it came from (file or variable) is what
+        the operator must find."""
+        if bool(self.tls_cert) == bool(self.tls_key):
+            return self
+        given, other = ("tls_cert", "tls_key") if self.tls_cert else ("tls_key", "tls_cert")
+        raise blaming(f"smtp.{given}", getattr(self, given),
+                      f"set without smtp.{other}; STARTTLS needs both, or neither")
 
 
 class SupportSettings(_Section):
@@ -333,13 +339,25 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any, variable: str) ->
     section[tail] = value
 
 
+def blaming(key: str, value: Any, reason: str) -> PydanticCustomError:
+    """A check across keys that fails for ``key`` (dotted) holding ``value``.
+
+    A model's own validator fails at the model's place, a whole section; the
+    error carries the key that caused it, so that its line names that key and
+    the file or variable that set it."""
+    return PydanticCustomError("blamed", "{value}: {reason}",
+                               {"key": key, "value": repr(value), "reason": reason})
+
+
 def _config_error(
     error: ValidationError, source: str, overrides: Mapping[str, tuple[str, Any]]
 ) -> ConfigError:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
     reason = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "blamed":
+        key = first["ctx"]["key"]
+    elif first["type"] == "extra_forbidden":
         reason = "unknown section" if isinstance(first.get("input"), dict) else "unknown key"
     elif "input" in first and first["type"] != "missing":
         reason = f"{first['input']!r}: {reason}"

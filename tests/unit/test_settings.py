@@ -281,12 +281,12 @@ FILE_ERRORS = [
                  "is not a mail address",
                  id="bad-from-address"),
     pytest.param("[smtp]\ntls_cert = 'cert.pem'\n",
-                 "gateway.toml: smtp.tls_key: '': "
-                 "smtp.tls_cert and smtp.tls_key go together: set both, or neither",
+                 "gateway.toml: smtp.tls_cert: 'cert.pem': "
+                 "set without smtp.tls_key; STARTTLS needs both, or neither",
                  id="tls-cert-without-key"),
     pytest.param("[smtp]\ntls_key = 'key.pem'\n",
                  "gateway.toml: smtp.tls_key: 'key.pem': "
-                 "smtp.tls_cert and smtp.tls_key go together: set both, or neither",
+                 "set without smtp.tls_cert; STARTTLS needs both, or neither",
                  id="tls-key-without-cert"),
     pytest.param("[relay]\ntls = 'ssl'\n",
                  "gateway.toml: relay.tls: 'ssl': Input should be 'none', 'starttls' or 'tls'",
@@ -358,6 +358,10 @@ ENV_ERRORS = [
                  "HELPDESK_BROKER_WORKER_THREADS: broker.worker_threads: '0': "
                  "Input should be greater than or equal to 1",
                  id="no-worker-threads"),
+    pytest.param("HELPDESK_SMTP_TLS_CERT", "/etc/helpdesk/cert.pem",
+                 "HELPDESK_SMTP_TLS_CERT: smtp.tls_cert: '/etc/helpdesk/cert.pem': "
+                 "set without smtp.tls_key; STARTTLS needs both, or neither",
+                 id="tls-cert-without-key"),
 ]
 
 
