@@ -94,16 +94,19 @@ def smtp_handler(runtime: Runtime, enqueue: Callable[[int], None]) -> InboundHan
     return InboundHandler(store, enqueue, runtime.settings.support.addresses, utcnow)
 
 
-def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
+def start_smtp(
+    runtime: Runtime, dispatch: Dispatcher, tls: ssl.SSLContext | None
+) -> Callable[[], None]:
     """Start the SMTP listener, handing stored mail to ``dispatch`` through a
-    ``Handoff``; returns its stop function."""
+    ``Handoff`` and offering STARTTLS with ``tls`` (``server_tls``); returns its
+    stop function."""
     smtp = runtime.settings.smtp
     handoff = Handoff(dispatch.process)
     controller = make_controller(
         smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
         max_message_size=smtp.max_message_size, max_connections=smtp.max_connections,
         idle_timeout=smtp.idle_timeout, hostname=smtp.hostname,
-        tls=_server_tls(runtime.settings),
+        tls=tls,
     )
     handoff.start()
     try:
@@ -121,9 +124,12 @@ def start_smtp(runtime: Runtime, dispatch: Dispatcher) -> Callable[[], None]:
     return stop
 
 
-def _server_tls(settings: Settings) -> ssl.SSLContext | None:
+def server_tls(settings: Settings) -> ssl.SSLContext | None:
     """The STARTTLS context of the settings' certificate and key, if set; a file that
-    is missing or is no PEM certificate and matching key stops start-up with its key."""
+    is missing or is no PEM certificate and matching key stops start-up with its key.
+
+    Made first, before the database is migrated or a worker started: a
+    mistyped path must stop a process that has done nothing yet."""
     smtp = settings.smtp
     for key, path in (("smtp.tls_cert", smtp.tls_cert), ("smtp.tls_key", smtp.tls_key)):
         if path and not Path(path).is_file():
@@ -149,6 +155,7 @@ class Embedded:
     """The whole gateway in one process: ``helpdesk serve``."""
 
     def __init__(self, settings: Settings) -> None:
+        self.tls = server_tls(settings)
         self.broker = make_broker(settings)
         self.runtime = build_runtime(settings)
         self.dispatch = declare(self.broker, self.runtime)
@@ -162,7 +169,7 @@ class Embedded:
         migrate_if_needed(self.runtime)
         self.worker.start()
         self.sweeper.start()
-        self._stop_smtp = start_smtp(self.runtime, self.dispatch)
+        self._stop_smtp = start_smtp(self.runtime, self.dispatch, self.tls)
 
     def stop(self) -> None:
         if self._stop_smtp:
@@ -175,9 +182,10 @@ class Embedded:
 
 def run_smtp(settings: Settings) -> None:
     """The SMTP edge alone, enqueueing to the configured broker."""
+    tls = server_tls(settings)
     broker = make_broker(settings)
     runtime = build_runtime(settings)
-    stop = start_smtp(runtime, declare(broker, runtime))
+    stop = start_smtp(runtime, declare(broker, runtime), tls)
     try:
         wait_for_signal()
     finally:

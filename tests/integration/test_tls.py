@@ -148,11 +148,12 @@ def test_a_certificate_that_cannot_be_loaded_stops_start_up_naming_its_key(
     cert = tmp_path / "cert.pem"
     if content is not None:
         cert.write_bytes(content)
-    running = Embedded(make_settings(
+    settings = make_settings(
         tmp_path, HELPDESK_SMTP_TLS_CERT=str(cert), HELPDESK_SMTP_TLS_KEY=server_files[1],
-    ))
+    )
     with pytest.raises(ConfigError) as raised:
-        running.start()
-    running.stop()
+        Embedded(settings)
     assert str(raised.value).startswith("HELPDESK_SMTP_TLS_CERT: smtp.tls_cert: ")
     assert reason.format(cert=cert) in str(raised.value)
+    # before anything was made: no database, no worker, no data folder
+    assert not Path(settings.data_dir).exists()
