@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 import time
@@ -16,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -200,6 +201,34 @@ def new_id(result: CursorResult[Any]) -> int:
     if key is None:
         raise RuntimeError("the insert returned no primary key")
     return int(key[0])
+
+
+def unavailable(error: BaseException) -> str | None:
+    """The reason in one line when ``error`` says the database cannot do the work
+    now (unreachable, restarting, out of connections, a lock timeout or a
+    deadlock), else ``None`` (a fault in the statement or the data, or no
+    database error at all).
+
+    Work that meets it is retried as it is, and says so in a line: during an
+    outage every message in flight fails, and a traceback for each buries the
+    log an operator reads to find out what happened.
+    """
+    if not isinstance(error, DBAPIError):
+        return None
+    if not (isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated):
+        return None
+    lines = str(error.orig if error.orig is not None else error).strip().splitlines()
+    return lines[0] if lines else type(error.orig).__name__
+
+
+def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
+    """Log ``message`` with ``error``'s traceback, or, when ``error`` is the
+    database being unavailable, with only its reason, as a warning."""
+    reason = unavailable(error)
+    if reason is None:
+        logger.error(message, *args, exc_info=error)
+    else:
+        logger.warning(message + ": the database is unavailable (%s)", *args, reason)
 
 
 def commit_right_after(

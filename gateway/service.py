@@ -18,7 +18,7 @@ from pathlib import Path
 import dramatiq
 
 from gateway.clock import utcnow
-from gateway.database import is_current, upgrade
+from gateway.database import is_current, log_failure, upgrade
 from gateway.errors import ConfigError
 from gateway.handoff import Handoff
 from gateway.inbound import accept
@@ -61,8 +61,8 @@ class Sweeper:
     def once(self, stale_after: timedelta) -> None:
         try:
             sweep(self.runtime.database, self.dispatch, utcnow(), stale_after)
-        except Exception:  # the database may be away; the next round tries again
-            log.exception("recovery sweep failed")
+        except Exception as error:  # the database may be away; the next round tries again
+            log_failure(log, error, "recovery sweep failed")
 
     def first_stale_after(self) -> timedelta:
         """How old unfinished work must be for the first sweep to hand it out.

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
 from gateway.clock import utcnow
+from gateway.database import log_failure, unavailable
 from gateway.outbox import Claimed, release, send_claimed, send_one
 from gateway.pipeline import process_inbound
 from gateway.runtime import Runtime
@@ -95,6 +97,21 @@ class RelayTrouble:
         self._until = self._clock() + self.HOLD_SECONDS
 
 
+@contextmanager
+def _retried_if_unavailable(kind: str, item_id: int) -> Iterator[None]:
+    """An unavailable database (``gateway.database.unavailable``) fails the
+    message with ``dramatiq.Retry``: retried with the same backoff as any
+    failure, but in one line of log instead of Dramatiq's traceback."""
+    try:
+        yield
+    except Exception as error:
+        reason = unavailable(error)
+        if reason is None:
+            raise
+        log.warning("%s %s: the database is unavailable (%s); retried", kind, item_id, reason)
+        raise dramatiq.Retry(reason) from error
+
+
 def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
     """Declare the actors on ``broker`` for ``runtime``; returns their dispatcher."""
     dispatcher: DramatiqDispatcher
@@ -116,12 +133,15 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
 
     def process(inbound_id: int) -> None:
         at_once = not trouble.now()
-        outcome = process_inbound(runtime.pipeline, inbound_id, utcnow(), claim_outbox=at_once)
+        with _retried_if_unavailable("inbound", inbound_id):
+            outcome = process_inbound(runtime.pipeline, inbound_id, utcnow(),
+                                      claim_outbox=at_once)
         for claimed in outcome.claimed:
             try:
                 deliver(claimed.id, claimed)
-            except Exception:  # the case is committed: the mail is the sending actor's now
-                log.exception("outbox %s: sending with its case failed; queued", claimed.id)
+            except Exception as error:  # the case is committed: the sending actor's now
+                log_failure(log, error, "outbox %s: sending with its case failed; queued",
+                             claimed.id)
                 _hand_over(claimed)
         for outbox_id in outcome.outbox_ids:
             dispatcher.send(outbox_id)
@@ -133,12 +153,13 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
         try:
             if release(runtime.database, claimed, utcnow()):
                 dispatcher.send(claimed.id)
-        except Exception:
-            log.exception("outbox %s: could not be released; the recovery sweep will",
-                          claimed.id)
+        except Exception as error:
+            log_failure(log, error, "outbox %s: could not be released; the recovery sweep will",
+                         claimed.id)
 
     def send(outbox_id: int) -> None:
-        deliver(outbox_id)
+        with _retried_if_unavailable("outbox", outbox_id):
+            deliver(outbox_id)
 
     retries: dict[str, Any] = {"max_retries": 8, "min_backoff": 500, "max_backoff": 30_000}
     actors = Actors(

@@ -151,6 +151,8 @@ def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(
 
         assert refused_in_the_cut > 0, "the edge said 451 while the database was away"
         assert_exactly_once(running, sink, burst, pg_url)
+        # the workers and the sweep said what failed in a line each, without a traceback
+        assert "Traceback" not in running.log("worker") + running.log("sweeper")
     finally:
         running.stop()
         proxy.close()

@@ -7,6 +7,7 @@ read off its queues; the actors are called directly.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
@@ -25,7 +26,13 @@ from gateway.relay import CommitPoint, Delivery
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import Sweeper
 from tests.conftest import Sink, free_port, mail, make_settings
-from workers.actors import OUTBOX_QUEUE, DramatiqDispatcher, RelayTrouble, declare
+from workers.actors import (
+    INBOUND_QUEUE,
+    OUTBOX_QUEUE,
+    DramatiqDispatcher,
+    RelayTrouble,
+    declare,
+)
 from workers.broker import make_broker
 
 
@@ -132,6 +139,33 @@ def test_a_defect_while_sending_with_the_case_hands_the_row_to_the_sending_queue
     [row] = outbox(runtime)
     assert (row.status, row.claim, row.attempts) == (OutboxStatus.PENDING, None, 0)
     assert queued(broker, OUTBOX_QUEUE) == [row.id]
+
+
+def test_an_unavailable_database_is_a_line_of_log_and_a_retry_not_a_traceback(
+    tmp_path, broker, caplog
+):
+    """During an outage every message in flight fails; each says so in one line
+    and is retried, where Dramatiq would log a traceback for each."""
+    nothing_there = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+    runtime = build_runtime(make_settings(tmp_path, HELPDESK_DATABASE_URL=nothing_there))
+    dispatch = declare(broker, runtime)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        # When a mail and an outgoing row are handed to the workers, without retries
+        dispatch.actors.process_inbound.send_with_options(args=(41,), max_retries=0)
+        dispatch.actors.send_outbox.send_with_options(args=(42,), max_retries=0)
+        broker.join(INBOUND_QUEUE, fail_fast=False)
+        broker.join(OUTBOX_QUEUE, fail_fast=False)
+    finally:
+        worker.stop()
+        runtime.close()
+    # Then each failed with one line naming it and the reason, and no traceback
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in logged if r.exc_info], "no traceback"
+    said = [r.getMessage() for r in logged]
+    for item in ("inbound 41", "outbox 42"):
+        assert any(m.startswith(f"{item}: the database is unavailable (") for m in said), said
 
 
 def test_a_row_claimed_with_its_case_by_a_process_that_died_is_recovered(
