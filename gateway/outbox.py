@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, insert, update
 
 from gateway.compose import Outgoing
-from gateway.database import Database, commit_right_after, new_id
+from gateway.database import Database, commit_right_after, new_id, unavailable
 from gateway.models import OUTBOX, OutboxStatus
 from gateway.relay import Delivery, Transport
 
@@ -181,6 +182,43 @@ def _record_refused(database: Database, claimed: Claimed, delivery: Delivery) ->
         log.exception("outbox %s: the refused recipients could not be recorded", claimed.id)
 
 
+RECORD_SENT_WITHIN = 20.0
+"""Seconds to go on trying to record "sent" for a mail the relay took after the
+commit that was to record it failed (the database went away at that moment).
+
+Given up sooner, the row would be sent again once the database is back: the
+customer would get the mail twice. Kept well within the recovery sweep's
+``stale_after`` (60 s by default), after which a claim is taken for a dead
+sender's and released, and the mail would go again all the same."""
+
+
+def _record_sent(database: Database, claimed: Claimed, now: datetime) -> None:
+    """Record ``claimed`` as sent, trying again while the database is unavailable,
+    for up to ``RECORD_SENT_WITHIN``; raises the last error if it stays away (the
+    row then goes again: at least once, never lost)."""
+    deadline = time.monotonic() + RECORD_SENT_WITHIN
+    pause = 0.25
+    while True:
+        try:
+            held = _settle(database, claimed, status=OutboxStatus.SENT, sent_at=now,
+                           last_error=None)
+        except Exception as error:
+            if unavailable(error) is None or time.monotonic() + pause > deadline:
+                log.error("outbox %s: sent, but 'sent' could not be recorded; it goes "
+                          "again (released to the sending queue, or by the recovery sweep)",
+                          claimed.id)
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
+            continue
+        if held:
+            log.info("outbox %s: 'sent' recorded after all", claimed.id)
+        else:  # released as stale meanwhile: another sender may send it again
+            log.error("outbox %s: sent, but no longer held when 'sent' could be recorded; "
+                      "it may go again", claimed.id)
+        return
+
+
 def send_claimed(
     database: Database,
     transport: Transport,
@@ -192,8 +230,11 @@ def send_claimed(
     """``send_one`` for a row the caller already holds."""
     outbox_id = claimed.id
     released = False
+    unrecorded: Exception | None = None
 
     def commit_sent(release: Callable[[], None]) -> bool:
+        nonlocal unrecorded
+
         def let_go() -> None:
             nonlocal released
             release()
@@ -202,14 +243,21 @@ def send_claimed(
         try:
             return _settle(database, claimed, let_go, status=OutboxStatus.SENT, sent_at=now,
                            last_error=None)
-        except Exception:
-            if released:
-                log.error("outbox %s: handed over, but 'sent' could not be recorded; "
-                          "it goes again (released to the sending queue, or by the "
-                          "recovery sweep)", outbox_id)
-            raise
+        except Exception as error:
+            if not released:
+                raise  # nothing went: the relay drops a transaction without its end
+            # The mail went; the relay's reply to it says whether it was taken.
+            unrecorded = error
+            return True
 
     delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
+    if unrecorded is not None:
+        log.warning("outbox %s: handed over, but 'sent' could not be recorded: %s",
+                    outbox_id, unavailable(unrecorded) or repr(unrecorded))
+        if delivery.outcome == "sent":
+            _record_sent(database, claimed, now)
+        # else the relay refused it: recorded below like any refusal, over the
+        # commit that may or may not have been made
     if delivery.refused:
         _record_refused(database, claimed, delivery)
     if delivery.outcome in ("sent", "aborted"):

@@ -16,7 +16,10 @@ between the two writes sends the mail a second time, with the same
 Message-ID. With TLS to the relay, the gap also holds the wait for the
 interpreter lock after encrypting the dot; on SQLite it is the commit's
 own sync. If the relay then refuses the dot, the caller records the
-refusal over the commit.
+refusal over the commit. If the database fails the COMMIT (it went away
+between the two writes), the relay's reply is still read: a mail it took is
+recorded as sent once the database answers again, within
+``outbox.RECORD_SENT_WITHIN``, rather than sent a second time.
 
 A relay may refuse some recipients of a mail and take it for the others.
 The mail is then sent, and the refusals come back with the delivery for the

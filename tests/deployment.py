@@ -33,6 +33,7 @@ class GatewayProcesses:
                  stale_after: float = 3.0) -> None:
         self.tmp_path = tmp_path
         self.smtp_port = smtp_port
+        self.stale_after = stale_after
         self.config = tmp_path / "gateway.toml"
         self.config.write_text(
             f'data_dir = "{tmp_path / "data"}"\n'
@@ -197,7 +198,9 @@ def assert_exactly_once(
     """Every mail of ``burst`` got its 250, and has one case and one acknowledgement."""
     assert burst.accepted == set(burst.ids), "every mail got its 250 in the end"
     sink.wait_for(len(burst.ids), timeout=120)
-    acks = sink.settle(quiet=5.0)  # longer than the sweep's stale_after: late doubles show
+    # longer than the sweep's stale_after and interval, so that late doubles show
+    # (a test that keeps the sweep out with a long stale_after waits 12 s)
+    acks = sink.settle(quiet=min(deployment.stale_after, 10.0) + 2.0)
     replied = [a.message["In-Reply-To"].strip("<>").split("@")[0] for a in acks]
     doubles = {m for m in replied if replied.count(m) > 1}
     assert not doubles, f"acknowledged twice: {sorted(doubles)[:5]}"

@@ -133,10 +133,13 @@ def test_database_lost_mid_burst_loses_nothing_and_doubles_nothing(
     target = make_url(pg_url)
     proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
     proxied = target.set(host="127.0.0.1", port=proxy.port)
+    # As with the default (60 s), a claim goes stale only well after an outage
+    # this short: a sender whose commit of "sent" was cut off just after the
+    # mail went records it once the database is back, and sends nothing twice.
     running = Deployment(
         tmp_path, database_url=proxied.render_as_string(hide_password=False),
         broker_url=redis_url, relay_host=sink.host, relay_port=sink.port,
-        smtp_port=free_port(),
+        smtp_port=free_port(), stale_after=10.0,
     )
     try:
         running.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -382,26 +383,61 @@ def test_final_dot_goes_out_just_before_sent_is_committed(database, sink):
     assert len(sink.messages) == 1
 
 
-def test_commit_lost_after_the_dot_is_logged_and_the_row_goes_again(
-    database, sink, monkeypatch, caplog
-):
-    # Given a database that fails to commit just after the dot went out
-    outbox_id = queue(database)
+def losing_the_commit_after_the_dot(monkeypatch, database: Database, *, stays_away: bool):
+    """The database fails to commit just after the dot went out; and, if it
+    ``stays_away``, every use of it fails from then on."""
+    real = outbox.commit_right_after
 
     def lost(connection, step) -> None:
         step()
+        monkeypatch.setattr(outbox, "commit_right_after", real)
+        if stays_away:
+            monkeypatch.setattr(database, "connect", away)
         raise OperationalError("COMMIT", None, Exception("server closed the connection"))
 
+    def away():
+        raise OperationalError("connect", None, Exception("connection refused"))
+
     monkeypatch.setattr(outbox, "commit_right_after", lost)
+
+
+def test_commit_lost_after_the_dot_is_recorded_when_the_database_answers_again(
+    database, sink, monkeypatch, caplog
+):
+    # Given a database that fails to commit "sent" just after the dot went out
+    caplog.set_level(logging.INFO, logger="gateway.outbox")
+    outbox_id = queue(database)
+    losing_the_commit_after_the_dot(monkeypatch, database, stays_away=False)
+    # When the row is sent
+    delivery, delay = send(database, relay_to(sink), outbox_id)
+    # Then the relay's reply was read, and "sent" recorded on the next try: once
+    assert delivery is not None and delivery.outcome == "sent" and delay is None
+    assert row(database, outbox_id).status == OutboxStatus.SENT
+    assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded" in caplog.text
+    assert f"outbox {outbox_id}: 'sent' recorded after all" in caplog.text
+    assert send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=1)) == (None, None)
+    sweep(database, Recorder(), T0 + timedelta(hours=1), timedelta(0))
+    assert len(sink.wait_for(1, timeout=5)) == 1
+
+
+def test_commit_lost_after_the_dot_for_longer_than_the_wait_goes_again(
+    database, sink, monkeypatch, caplog
+):
+    # Given a database that goes away just after the dot, for longer than the
+    # sender waits for it
+    outbox_id = queue(database)
+    monkeypatch.setattr(outbox, "RECORD_SENT_WITHIN", 0.0)
+    losing_the_commit_after_the_dot(monkeypatch, database, stays_away=True)
     # When the row is sent, the failure reaches the caller (the actor is retried)
     with pytest.raises(OperationalError):
         send(database, relay_to(sink), outbox_id)
     # Then the relay has the mail, the row is still held, and the log says why it may repeat
     assert len(sink.wait_for(1, timeout=5)) == 1
-    assert row(database, outbox_id).status == OutboxStatus.SENDING
-    assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded" in caplog.text
-    # And once recovered it goes again: at least once, never lost
     monkeypatch.undo()
+    assert row(database, outbox_id).status == OutboxStatus.SENDING
+    assert f"outbox {outbox_id}: sent, but 'sent' could not be recorded; it goes again" \
+        in caplog.text
+    # And once recovered it goes again: at least once, never lost
     sweep(database, Recorder(), T0 + timedelta(seconds=1), timedelta(0))
     again, _ = send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
     assert again is not None and again.outcome == "sent"
