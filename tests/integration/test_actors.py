@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
@@ -238,10 +237,16 @@ def assert_counts_what_it_holds(dispatch: DramatiqDispatcher) -> None:
     dispatch.send(2)
     dispatch.send(3, timedelta(minutes=5))
     assert dispatch.waiting() == 3
-    # A message a worker is working on counts until it is done; then nothing does
-    # but the delayed one. (Redis counts one done until the consumer's next fetch
-    # takes its acknowledgement: seconds; the sweep is then only cautious.)
-    broker = dispatch.actors.process_inbound.broker
+
+
+def test_the_dispatcher_counts_a_message_being_worked_on_until_it_is_done(
+    broker, relay_down: Runtime
+):
+    """On the in-process broker. (Redis, by ``do_qsize``, counts a finished
+    message until the consumer's next fetch carries its acknowledgement, which
+    may take seconds or more: the sweep then only hands out less.)"""
+    dispatch = declare(broker, relay_down)
+    dispatch.send(3, timedelta(minutes=5))
     entered, go = threading.Event(), threading.Event()
 
     @dramatiq.actor(broker=broker, queue_name=INBOUND_QUEUE, max_retries=0)
@@ -254,13 +259,9 @@ def assert_counts_what_it_holds(dispatch: DramatiqDispatcher) -> None:
     try:
         held.send()
         assert entered.wait(30)
-        deadline = time.monotonic() + 60
-        while dispatch.waiting() != 2 and time.monotonic() < deadline:  # 1 and 2 taken
-            time.sleep(0.05)
         assert dispatch.waiting() == 2  # the held one, and the delayed one
         go.set()
-        while dispatch.waiting() != 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        broker.join(INBOUND_QUEUE)
         assert dispatch.waiting() == 1  # the delayed one only
     finally:
         go.set()
