@@ -182,6 +182,11 @@ def _record_refused(database: Database, claimed: Claimed, delivery: Delivery) ->
         log.exception("outbox %s: the refused recipients could not be recorded", claimed.id)
 
 
+def _sent(now: datetime) -> dict[str, object]:
+    """The values that record a row as sent at ``now``."""
+    return {"status": OutboxStatus.SENT, "sent_at": now, "last_error": None}
+
+
 RECORD_SENT_WITHIN = 20.0
 """Seconds to go on trying to record "sent" for a mail the relay took after the
 commit that was to record it failed (the database went away at that moment).
@@ -200,8 +205,7 @@ def _record_sent(database: Database, claimed: Claimed, now: datetime) -> None:
     pause = 0.25
     while True:
         try:
-            held = _settle(database, claimed, status=OutboxStatus.SENT, sent_at=now,
-                           last_error=None)
+            held = _settle(database, claimed, **_sent(now))
         except Exception as error:
             if unavailable(error) is None or time.monotonic() + pause > deadline:
                 log.error("outbox %s: sent, but 'sent' could not be recorded; it goes "
@@ -241,8 +245,7 @@ def send_claimed(
             released = True
 
         try:
-            return _settle(database, claimed, let_go, status=OutboxStatus.SENT, sent_at=now,
-                           last_error=None)
+            return _settle(database, claimed, let_go, **_sent(now))
         except Exception as error:
             if not released:
                 raise  # nothing went: the relay drops a transaction without its end
