@@ -205,7 +205,7 @@ def _record_sent(database: Database, claimed: Claimed, now: datetime) -> None:
     pause = 0.25
     while True:
         try:
-            held = _settle(database, claimed, **_sent(now))
+            held = _settle(database, claimed, None, **_sent(now))
         except Exception as error:
             if unavailable(error) is None or time.monotonic() + pause > deadline:
                 log.error("outbox %s: sent, but 'sent' could not be recorded; it goes "
