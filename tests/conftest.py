@@ -37,6 +37,18 @@ REDIS_URL = os.environ.get("HELPDESK_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Gateway processes left running by a run that was killed are stopped before
+    this one uses the shared Redis database (``tests.deployment.reap_orphans``)."""
+    from tests.deployment import reap_orphans  # it imports this module
+
+    reaped = reap_orphans()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reaped and reporter is not None:
+        reporter.write_line(f"stopped {len(reaped)} gateway processes left by an earlier "
+                            f"test run: {sorted(reaped)}")
+
+
 def need(service: str, problem: str | None) -> None:
     """Skip (or, in CI, fail) when ``service`` is unavailable for ``problem``."""
     if problem is None:

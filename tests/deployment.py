@@ -25,6 +25,45 @@ from tests.conftest import Sink, mail
 
 ROOT = Path(__file__).resolve().parents[1]
 
+OWNER = "HELPDESK_TEST_RUN"
+"""Set in a gateway process's environment: the pid of the test run that started it."""
+
+
+def reap_orphans() -> list[int]:
+    """SIGKILL the gateway processes of test runs that are gone; returns their pids.
+
+    A run killed before its fixtures could stop its processes leaves them
+    running (each is a session of its own, and Dramatiq's forked workers live
+    on): they keep consuming the shared Redis test database, taking the next
+    run's messages to a database that no longer exists. A process whose run is
+    alive (another run on the machine) is left alone.
+    """
+    reaped = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        owner = next((v.partition(b"=")[2] for v in variables
+                      if v.startswith(OWNER.encode() + b"=")), None)
+        if owner is None or not owner.isdigit() or _alive(int(owner)):
+            continue
+        pid = int(environ.parent.name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            reaped.append(pid)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
+
 
 class GatewayProcesses:
     """The processes of one gateway, with one settings file; each can be killed."""
@@ -46,7 +85,8 @@ class GatewayProcesses:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, name: str, *args: str) -> None:
-        env = {**os.environ, "HELPDESK_CONFIG": str(self.config), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "HELPDESK_CONFIG": str(self.config), "PYTHONPATH": str(ROOT),
+               OWNER: str(os.getpid())}
         log = (self.tmp_path / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
