@@ -239,7 +239,7 @@ def assert_exactly_once(
     assert burst.accepted == set(burst.ids), "every mail got its 250 in the end"
     sink.wait_for(len(burst.ids), timeout=120)
     # longer than the sweep's stale_after and interval, so that late doubles show
-    # (a test that keeps the sweep out with a long stale_after waits 12 s)
+    # (at most 12 s, for a test that holds the sweep back with a longer stale_after)
     acks = sink.settle(quiet=min(deployment.stale_after, 10.0) + 2.0)
     replied = [a.message["In-Reply-To"].strip("<>").split("@")[0] for a in acks]
     doubles = {m for m in replied if replied.count(m) > 1}
