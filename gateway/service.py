@@ -105,6 +105,7 @@ def start_smtp(
     controller = make_controller(
         smtp_handler(runtime, handoff), host=smtp.host, port=smtp.port,
         max_message_size=smtp.max_message_size, max_connections=smtp.max_connections,
+        max_connections_per_client=smtp.max_connections_per_client,
         idle_timeout=smtp.idle_timeout, hostname=smtp.hostname,
         tls=tls,
     )

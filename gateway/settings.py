@@ -80,6 +80,12 @@ class SmtpSettings(_Section):
     its sender retries later. A session receiving a message holds it a few
     times over while it is read and stored: size memory for this many."""
 
+    max_connections_per_client: int = Field(default=50, ge=1)
+    """SMTP sessions open at once from one client address; one more is greeted
+    with 421 and closed. A gateway behind the organisation's own mail server
+    gets all its mail from that one address: keep this above that server's
+    deliveries at once to it (Postfix's default is 20)."""
+
     idle_timeout: float = Field(default=300.0, gt=0)
     """Seconds a session may send nothing before it is closed (RFC 5321 §4.5.3.2:
     at least five minutes). A message being received keeps its session open

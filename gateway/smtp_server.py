@@ -14,6 +14,7 @@ import logging
 import re
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
@@ -126,7 +127,22 @@ class GatewaySMTP(SMTP):
 
     def __init__(self, handler: Any, *, sessions: Sessions | None = None, **kwargs: Any) -> None:
         self._sessions = sessions
+        self._client: str | None = None
+        """The client's address, once ``sessions`` counts this session against it."""
+        self._refused = False
         super().__init__(handler, **kwargs)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again, with the encrypted transport, after STARTTLS: counted once.
+        if self._sessions is not None and self._client is None:
+            client = _client_address(transport)
+            if not self._sessions.admit(client):
+                self._refused = True
+                _refuse(transport, self.hostname, "from your address",
+                        f"421 to {client}: too many SMTP sessions open from it")
+                return
+            self._client = client
+        super().connection_made(transport)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         if not arg:
@@ -146,6 +162,8 @@ class GatewaySMTP(SMTP):
 
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         super().data_received(data)
         # aiosmtpd restarts its timeout only when a command is read, so the whole
         # of DATA had to arrive within it: a 25 MiB message over a link slower
@@ -155,36 +173,70 @@ class GatewaySMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         try:
-            super().connection_lost(error)
+            if not self._refused:  # a refused session never began aiosmtpd's
+                super().connection_lost(error)
         finally:
             if self._sessions is not None:
-                self._sessions.ended()
+                self._sessions.ended(self._client)
                 self._sessions = None
 
 
 class Sessions:
-    """The SMTP sessions open at once, against a most (``smtp.max_connections``).
+    """The SMTP sessions open at once, against a most (``smtp.max_connections``)
+    and a most from any one client address (``smtp.max_connections_per_client``).
 
     Each session may hold a whole message in memory, and aiosmtpd takes every
     connection it is offered: without a most, enough clients at once exhaust
     the process's memory, and every session in it is lost. One over the most
     is greeted with ``421`` (RFC 5321 §3.8: try again later) and closed, as
-    Postfix does when its smtpd processes are all busy. Counted on the
-    server's event loop only, so no lock.
+    Postfix does when its smtpd processes are all busy. The most per client
+    keeps one client (a spam run, a broken script, a client that sends a byte
+    now and then to hold its sessions open) from taking every session and
+    turning away everyone else, as Postfix's ``smtpd_client_connection_count_limit``
+    does. Counted on the server's event loop only, so no lock.
     """
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, most_per_client: int) -> None:
         self.most = most
+        self.most_per_client = most_per_client
         self.open = 0
+        self.by_client: Counter[str] = Counter()
 
     def begin(self) -> bool:
+        """Whether one more session may open (the client is not known yet)."""
         if self.open >= self.most:
             return False
         self.open += 1
         return True
 
-    def ended(self) -> None:
+    def admit(self, client: str) -> bool:
+        """Whether the session that ``begin`` took may be ``client``'s."""
+        if self.by_client[client] >= self.most_per_client:
+            return False
+        self.by_client[client] += 1
+        return True
+
+    def ended(self, client: str | None = None) -> None:
+        """The session ended; ``client`` is the address it was admitted for, if it was."""
         self.open -= 1
+        if client is not None:
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
+
+
+def _client_address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0] if isinstance(peer, tuple) else peer)
+
+
+def _refuse(transport: asyncio.BaseTransport, hostname: str, whence: str, reason: str) -> None:
+    """Greet with 421 (too many connections ``whence``) and close."""
+    assert isinstance(transport, asyncio.WriteTransport)
+    log.warning("%s", reason)
+    transport.write(f"421 4.7.0 {hostname} Too many connections {whence}; "
+                    "please try again later\r\n".encode())
+    transport.close()
 
 
 class _Busy(asyncio.Protocol):
@@ -194,17 +246,15 @@ class _Busy(asyncio.Protocol):
         self._hostname = hostname
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        log.warning("421 to %s: too many SMTP sessions open", transport.get_extra_info("peername"))
-        transport.write(f"421 4.7.0 {self._hostname} Too many connections; "
-                        "please try again later\r\n".encode())
-        transport.close()
+        _refuse(transport, self._hostname, "open",
+                f"421 to {_client_address(transport)}: too many SMTP sessions open")
 
 
 class _GatewayController(Controller):
-    def __init__(self, handler: Any, *, max_sessions: int, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, max_sessions: int, max_sessions_per_client: int,
+                 **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self.sessions = Sessions(max_sessions)
+        self.sessions = Sessions(max_sessions, max_sessions_per_client)
         self._counting = False
 
     def start(self) -> None:
@@ -241,6 +291,7 @@ def make_controller(
     port: int,
     max_message_size: int,
     max_connections: int = 100,
+    max_connections_per_client: int = 50,
     idle_timeout: float = 300.0,
     hostname: str = "",
     tls: ssl.SSLContext | None = None,
@@ -257,6 +308,7 @@ def make_controller(
     if tls is not None:
         kwargs["tls_context"] = tls
     return _GatewayController(
-        handler, max_sessions=max_connections, hostname=host, port=port,
+        handler, max_sessions=max_connections, max_sessions_per_client=max_connections_per_client,
+        hostname=host, port=port,
         server_hostname=hostname or socket.getfqdn(), **kwargs
     )

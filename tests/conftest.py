@@ -8,11 +8,12 @@ such a skip becomes a failure, so CI always runs them.
 from __future__ import annotations
 
 import os
+import smtplib
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -63,6 +64,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def connect_until_taken(connect: Callable[[], smtplib.SMTP]) -> smtplib.SMTP:
+    """``connect()`` once the server has seen a session before it close (it may
+    answer 421 for the session's slot until then)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return connect()
+        except smtplib.SMTPConnectError:
+            assert time.monotonic() < deadline, "the closed session was never freed"
+            time.sleep(0.05)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from gateway.database import upgrade
 from gateway.models import InboundMessage
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import Embedded, start_smtp
-from tests.conftest import Sink, mail, make_settings
+from tests.conftest import Sink, connect_until_taken, mail, make_settings
 from tests.proxy import TcpProxy
 from workers.actors import declare
 from workers.broker import make_broker
@@ -322,17 +322,43 @@ def test_one_session_over_the_most_gets_421_and_the_next_after_a_close_is_taken(
         second.sendmail("alice@customer.example", ["support@example.com"], mail("[P2] two"))
         # Once one ends, a new session is taken
         first.quit()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                third = client(running)
-                break
-            except smtplib.SMTPConnectError:  # the server may not have seen the close yet
-                assert time.monotonic() < deadline, "the closed session was never freed"
-                time.sleep(0.05)
+        third = connect_until_taken(lambda: client(running))
         third.sendmail("alice@customer.example", ["support@example.com"], mail("[P2] three"))
         third.quit()
         second.quit()
         assert stored(running) == 2
+    finally:
+        running.stop()
+
+
+def test_one_client_over_its_most_gets_421_and_other_clients_are_still_taken(tmp_path, sink):
+    # Given a gateway taking ten sessions at once, two of them from any one address
+    running = start(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_MAX_CONNECTIONS="10", HELPDESK_SMTP_MAX_CONNECTIONS_PER_CLIENT="2",
+    ))
+    smtp = running.runtime.settings.smtp
+
+    def from_address(source: str) -> smtplib.SMTP:
+        return smtplib.SMTP(smtp.host, smtp.port, source_address=(source, 0), timeout=30)
+
+    try:
+        first, second = from_address("127.0.0.1"), from_address("127.0.0.1")
+        # When the same address opens a third, it is greeted with 421 and closed
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            from_address("127.0.0.1")
+        assert refused.value.smtp_code == 421
+        assert b"from your address" in refused.value.smtp_error
+        # Then another address is still taken, and so are the open sessions' mails
+        other = from_address("127.0.0.2")
+        other.sendmail("bob@customer.example", ["support@example.com"], mail("[P2] other"))
+        second.sendmail("alice@customer.example", ["support@example.com"], mail("[P2] two"))
+        # And once one of the address's sessions ends, it may open one again
+        first.quit()
+        third = connect_until_taken(lambda: from_address("127.0.0.1"))
+        third.sendmail("alice@customer.example", ["support@example.com"], mail("[P2] three"))
+        for session in (third, second, other):
+            session.quit()
+        assert stored(running) == 3
     finally:
         running.stop()

@@ -19,7 +19,14 @@ from gateway.errors import ConfigError
 from gateway.models import InboundMessage
 from gateway.relay import Delivery, SmtpRelay
 from gateway.service import Embedded
-from tests.conftest import Sink, SinkHandler, free_port, mail, make_settings
+from tests.conftest import (
+    Sink,
+    SinkHandler,
+    connect_until_taken,
+    free_port,
+    mail,
+    make_settings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +96,37 @@ def test_the_edge_offers_starttls_with_a_certificate_and_takes_mail_over_it(
     assert "[P2] Over TLS" in ack.message["Subject"]
     with tls_gateway.runtime.database.session() as session:
         assert session.scalar(select(func.count()).select_from(InboundMessage)) == 1
+
+
+def test_a_session_that_turns_to_tls_counts_once_against_its_client(
+    tmp_path, sink: Sink, ca: trustme.CA, server_files: tuple[str, str]
+):
+    # Given a gateway taking one session at a time from an address
+    cert, key = server_files
+    running = Embedded(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_TLS_CERT=cert, HELPDESK_SMTP_TLS_KEY=key,
+        HELPDESK_SMTP_MAX_CONNECTIONS_PER_CLIENT="1",
+    ))
+    running.start()
+    try:
+        smtp = running.runtime.settings.smtp
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        # When its one session turns to TLS (the server's protocol is told of a
+        # new connection), it goes on, and a second session is still refused
+        with smtplib.SMTP(smtp.host, smtp.port) as client:
+            client.starttls(context=client_context)
+            client.sendmail("alice@customer.example", ["support@example.com"],
+                            mail("[P2] Over TLS, one session"))
+            with pytest.raises(smtplib.SMTPConnectError) as refused:
+                smtplib.SMTP(smtp.host, smtp.port)
+            assert refused.value.smtp_code == 421
+        # Then, once it has ended, the address may open one again
+        connect_until_taken(lambda: smtplib.SMTP(smtp.host, smtp.port)).quit()
+        sink.wait_for(1)
+    finally:
+        running.stop()
 
 
 def test_the_edge_offers_no_starttls_without_a_certificate(tmp_path, sink: Sink):
