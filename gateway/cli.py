@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +155,27 @@ def _database(ctx: click.Context) -> Iterator[Database]:
         database.dispose()
 
 
+def _each_given_back(
+    ctx: click.Context,
+    ids: tuple[int, ...],
+    give_back: Callable[[Database, Sequence[int], datetime], list[int]],
+    done: str,
+    missed: str,
+) -> None:
+    """Give ``ids`` back to the gateway with ``give_back`` (which returns those it
+    took) and say so of each; those it did not take are named, and the command
+    fails, so that a script sees a mistyped id."""
+    from gateway.clock import utcnow
+
+    with _database(ctx) as database:
+        taken = give_back(database, ids, utcnow())
+    for item_id in taken:
+        click.echo(f"{item_id} {done}")
+    left = sorted(set(ids) - set(taken))
+    if left:
+        raise click.ClickException(f"{missed}: " + ", ".join(map(str, left)))
+
+
 @main.group()
 def quarantine() -> None:
     """Mail set aside for a person (it could not be handled)."""
@@ -183,18 +205,47 @@ def quarantine_release(ctx: click.Context, ids: tuple[int, ...]) -> None:
 
     The recovery sweep hands them out within recovery.stale_after and
     recovery.interval (90 seconds by default)."""
-    from gateway.clock import utcnow
     from gateway.quarantine import release
 
+    _each_given_back(ctx, ids, release, "released", "not quarantined (or no such message)")
+
+
+@main.group()
+def outbox() -> None:
+    """Outgoing mail that failed for good (refused by the relay, or out of attempts)."""
+
+
+@outbox.command("failed")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.pass_context
+def outbox_failed(ctx: click.Context, limit: int) -> None:
+    """The mails that failed, oldest first, each with the relay's reason."""
+    from gateway.failed_mail import failed_mail
+
     with _database(ctx) as database:
-        released = release(database, ids, utcnow())
-    for inbound_id in released:
-        click.echo(f"{inbound_id} released")
-    missed = sorted(set(ids) - set(released))
-    if missed:
-        raise click.ClickException(
-            "not quarantined (or no such message): " + ", ".join(map(str, missed))
-        )
+        found = failed_mail(database, limit=limit)
+    for item in found:
+        click.echo(f"{item.id}\t{item.created_at:%Y-%m-%d %H:%M:%S}\t{item.case_number or '-'}\t"
+                   f"{item.kind}\t{', '.join(item.recipients)}\t"
+                   f"{item.attempts} attempt{'' if item.attempts == 1 else 's'}\t"
+                   f"{' '.join(item.reason.split())}")  # a multi-line reply on one line
+    if not found:
+        click.echo("no outgoing mail has failed")
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Send failed mails again, once what stopped them is mended (the relay's
+    login, the relay itself).
+
+    The recovery sweep hands them out within recovery.stale_after and
+    recovery.interval (90 seconds by default), with relay.max_attempts
+    attempts again."""
+    from gateway.failed_mail import retry
+
+    _each_given_back(ctx, ids, retry, "queued again", "not failed (or no such mail)")
 
 
 main.add_command(policy)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from gateway.cli import main
 from gateway.database import upgrade
 from gateway.runtime import Runtime, build_runtime
 from tests.conftest import make_settings
@@ -36,3 +38,18 @@ def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runti
     running = runtime_for(request, tmp_path)
     yield running
     running.close()
+
+
+Command = Callable[..., Result]
+
+
+def helpdesk_on(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Command:
+    """The ``helpdesk`` command, run in this process on ``runtime``'s database alone
+    (no settings file: it runs in ``tmp_path``, where there is none)."""
+    monkeypatch.chdir(tmp_path)
+    env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": runtime.settings.database_url}
+
+    def helpdesk(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    return helpdesk

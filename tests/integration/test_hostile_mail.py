@@ -15,11 +15,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from gateway.cli import main
 from gateway.clock import utcnow
 from gateway.database import Database
 from gateway.inbound import accept
@@ -28,6 +26,7 @@ from gateway.pipeline import process_inbound, refuses_the_data
 from gateway.recovery import sweep
 from gateway.runtime import Runtime
 from tests.conftest import mail
+from tests.integration.conftest import helpdesk_on
 
 
 def headers(*lines: bytes) -> bytes:
@@ -140,11 +139,7 @@ def test_a_quarantined_mail_is_listed_and_once_released_handled_like_any_other(
                         source="smtp", sender="alice@customer.example",
                         recipients=["support@example.com"], now=utcnow())
     assert process_inbound(pg_runtime.pipeline, inbound_id, utcnow()).status == "quarantined"
-    monkeypatch.chdir(tmp_path)
-    env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": pg_runtime.settings.database_url}
-
-    def helpdesk(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), env=env)
+    helpdesk = helpdesk_on(pg_runtime, monkeypatch, tmp_path)
 
     # When a person lists the quarantine, it is there with the database's reason
     listed = helpdesk("quarantine", "list")
