@@ -145,12 +145,20 @@ def upgrade(ctx: click.Context) -> None:
 
 @contextmanager
 def _database(ctx: click.Context) -> Iterator[Database]:
-    """The configured database for one short command, with one connection."""
-    from gateway.database import Database
+    """The configured database for one short command, with one connection.
+
+    A database that cannot be reached is one line and exit status 1, not a
+    traceback: ``status`` runs under monitors, which show what it says."""
+    from gateway.database import Database, unavailable
 
     database = Database(command_settings(ctx).database_url, pool_size=1)
     try:
         yield database
+    except Exception as error:
+        reason = unavailable(error)
+        if reason is None:
+            raise
+        raise click.ClickException(f"the database is unavailable: {reason}") from None
     finally:
         database.dispose()
 
@@ -246,6 +254,34 @@ def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
     from gateway.failed_mail import retry
 
     _each_given_back(ctx, ids, retry, "queued again", "not failed (or no such mail)")
+
+
+@main.command()
+@click.option("--max-wait", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds mail may wait (to be processed, or sent) before a person "
+                   "should look.")
+@click.pass_context
+def status(ctx: click.Context, max_wait: float) -> None:
+    """What waits, and what needs a person: exits 1 if anything does, for a
+    monitor or a health check."""
+    from datetime import timedelta
+
+    from gateway.clock import utcnow
+    from gateway.status import backlog, needs_a_person, summary
+
+    now = utcnow()
+    with _database(ctx) as database:
+        found = backlog(database, now)
+    for line in summary(found, now):
+        click.echo(line)
+    problems = needs_a_person(found, now, timedelta(seconds=max_wait))
+    if not problems:
+        click.echo("nothing needs a person")
+        return
+    click.echo("needs a person:")
+    for problem in problems:
+        click.echo(f"  - {problem}")
+    ctx.exit(1)
 
 
 main.add_command(policy)

@@ -39,9 +39,9 @@ def describe_duration(amount: timedelta) -> str:
     hours, rest = divmod(minutes, 60)
     parts = []
     if hours:
-        parts.append(_plural(hours, "hour"))
+        parts.append(plural(hours, "hour"))
     if rest or not hours:
-        parts.append(_plural(rest, "minute"))
+        parts.append(plural(rest, "minute"))
     return " ".join(parts)
 
 
@@ -50,7 +50,7 @@ def describe_target(target: Target | Milestone) -> str:
     if isinstance(target, Milestone):
         return target.description
     if isinstance(target, BusinessDays):
-        return f"within {_plural(target.days, 'business day')}"
+        return f"within {plural(target.days, 'business day')}"
     text = describe_duration(target.amount)
     if target.clock is Clock.BUSINESS:
         number, _, unit = text.partition(" ")
@@ -175,7 +175,8 @@ def _levels(numbers: Iterable[int]) -> str:
     return "levels " + ", ".join(str(n) for n in ordered[:-1]) + f" and {ordered[-1]}"
 
 
-def _plural(count: int, unit: str) -> str:
+def plural(count: int, unit: str) -> str:
+    """ "1 hour", "2 hours": a count with its unit, as English writes it."""
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
