@@ -84,7 +84,8 @@ class SmtpSettings(_Section):
     """SMTP sessions open at once from one client address; one more is greeted
     with 421 and closed. A gateway behind the organisation's own mail server
     gets all its mail from that one address: keep this above that server's
-    deliveries at once to it (Postfix's default is 20)."""
+    deliveries at once to it (Postfix's default is 20). The same holds behind
+    a TCP proxy or load balancer that hides the clients' addresses."""
 
     idle_timeout: float = Field(default=300.0, gt=0)
     """Seconds a session may send nothing before it is closed (RFC 5321 §4.5.3.2:
