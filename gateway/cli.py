@@ -21,6 +21,7 @@ import click
 from gateway.cli_support import ConfigProblem, command_settings
 from gateway.errors import ConfigError
 from gateway.policy.commands import policy
+from gateway.policy.table import plural
 from gateway.settings import CONFIG_ENV
 
 if TYPE_CHECKING:
@@ -143,16 +144,35 @@ def upgrade(ctx: click.Context) -> None:
     click.echo("database schema is up to date")
 
 
+ROW_ID = click.IntRange(1, 2**31 - 1)
+"""A row's id as the database can hold it (an integer column on PostgreSQL)."""
+
+
 @contextmanager
 def _database(ctx: click.Context) -> Iterator[Database]:
     """The configured database for one short command, with one connection.
 
-    A database that cannot be reached is one line and exit status 1, not a
-    traceback: ``status`` runs under monitors, which show what it says."""
-    from gateway.database import Database, unavailable
+    A database that cannot be reached, or that holds no gateway yet (an SQLite
+    file not there, a schema not migrated), is one line and exit status 1,
+    not a traceback: ``status`` runs under monitors, which show what it says.
+    """
+    from sqlalchemy.engine import make_url
 
-    database = Database(command_settings(ctx).database_url, pool_size=1)
+    from gateway.database import Database, is_current, unavailable
+
+    url = command_settings(ctx).database_url
+    parsed = make_url(url)
+    if (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).exists()):
+        raise click.ClickException(
+            f"no database at {parsed.database}: helpdesk serve (or helpdesk db upgrade) "
+            "makes it")
+    database = Database(url, pool_size=1)
     try:
+        if not is_current(database.engine):
+            raise click.ClickException(
+                f"the database at {parsed.render_as_string(hide_password=True)} does not "
+                "hold this release's schema: helpdesk db upgrade")
         yield database
     except Exception as error:
         reason = unavailable(error)
@@ -184,6 +204,18 @@ def _each_given_back(
         raise click.ClickException(f"{missed}: " + ", ".join(map(str, left)))
 
 
+def _listed(shown: int, total: int, none: str) -> None:
+    """Close a listing: what was there to list, and what was left out."""
+    if not total:
+        click.echo(none)
+    elif total > shown:
+        click.echo(f"… and {total - shown} more (--limit)")
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
 @main.group()
 def quarantine() -> None:
     """Mail set aside for a person (it could not be handled)."""
@@ -197,16 +229,15 @@ def quarantine_list(ctx: click.Context, limit: int) -> None:
     from gateway.quarantine import quarantined
 
     with _database(ctx) as database:
-        found = quarantined(database, limit=limit)
+        found, total = quarantined(database, limit=limit)
     for item in found:
-        click.echo(f"{item.id}\t{item.received_at:%Y-%m-%d %H:%M:%S}\t"
+        click.echo(f"{item.id}\t{_utc(item.received_at)}\t"
                    f"{item.envelope_sender or '<>'}\t{item.message_id or '-'}\t{item.reason}")
-    if not found:
-        click.echo("nothing is quarantined")
+    _listed(len(found), total, "nothing is quarantined")
 
 
 @quarantine.command("release")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @click.pass_context
 def quarantine_release(ctx: click.Context, ids: tuple[int, ...]) -> None:
     """Give messages back to the pipeline, once what stopped them is mended.
@@ -218,33 +249,48 @@ def quarantine_release(ctx: click.Context, ids: tuple[int, ...]) -> None:
     _each_given_back(ctx, ids, release, "released", "not quarantined (or no such message)")
 
 
+@quarantine.command("dismiss")
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
+@click.pass_context
+def quarantine_dismiss(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Mark messages as dealt with by hand: kept, with their reason, and no
+    longer counted by helpdesk status."""
+    from gateway.quarantine import dismiss
+
+    _each_given_back(ctx, ids, dismiss, "dismissed", "not quarantined (or no such message)")
+
+
 @main.group()
 def outbox() -> None:
-    """Outgoing mail that failed for good (refused by the relay, or out of attempts)."""
+    """Outgoing mail that needs a person: failed for good (refused by the relay,
+    or out of attempts), or unconfirmed (the relay never answered its end)."""
 
 
 @outbox.command("failed")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.pass_context
 def outbox_failed(ctx: click.Context, limit: int) -> None:
-    """The mails that failed, oldest first, each with the relay's reason."""
+    """The mails that failed or are unconfirmed, oldest first, each with the
+    relay's reason and its Message-ID (to look for in the relay's log)."""
     from gateway.failed_mail import failed_mail
 
     with _database(ctx) as database:
-        found = failed_mail(database, limit=limit)
+        found, total = failed_mail(database, limit=limit)
     for item in found:
-        click.echo(f"{item.id}\t{item.created_at:%Y-%m-%d %H:%M:%S}\t{item.case_number or '-'}\t"
-                   f"{item.kind}\t{', '.join(item.recipients)}\t"
-                   f"{item.attempts} attempt{'' if item.attempts == 1 else 's'}\t"
+        click.echo(f"{item.id}\t{item.status}\t{_utc(item.created_at)}\t"
+                   f"{item.case_number or '-'}\t{item.kind}\t{', '.join(item.recipients)}\t"
+                   f"<{item.message_id}>\t{plural(item.attempts, 'attempt')}\t"
                    f"{' '.join(item.reason.split())}")  # a multi-line reply on one line
-    if not found:
-        click.echo("no outgoing mail has failed")
+    _listed(len(found), total, "no outgoing mail has failed")
 
 
 @outbox.command("retry")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
+@click.option("--unconfirmed", is_flag=True,
+              help="Also send unconfirmed mails again: only once the relay's log shows "
+                   "that it did not take them, or they may arrive twice.")
 @click.pass_context
-def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
+def outbox_retry(ctx: click.Context, ids: tuple[int, ...], unconfirmed: bool) -> None:
     """Send failed mails again, once what stopped them is mended (the relay's
     login, the relay itself).
 
@@ -253,7 +299,24 @@ def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
     attempts again."""
     from gateway.failed_mail import retry
 
-    _each_given_back(ctx, ids, retry, "queued again", "not failed (or no such mail)")
+    def again(database: Database, given: Sequence[int], now: datetime) -> list[int]:
+        return retry(database, given, now, unconfirmed=unconfirmed)
+
+    _each_given_back(ctx, ids, again, "queued again",
+                     "not failed or unconfirmed (or no such mail)" if unconfirmed else
+                     "not failed (or no such mail; an unconfirmed one needs --unconfirmed)")
+
+
+@outbox.command("dismiss")
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
+@click.pass_context
+def outbox_dismiss(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Mark failed or unconfirmed mails as dealt with (the relay's log shows an
+    unconfirmed one delivered, say): kept, with their reason, not sent, and no
+    longer counted by helpdesk status."""
+    from gateway.failed_mail import dismiss
+
+    _each_given_back(ctx, ids, dismiss, "dismissed", "not failed or unconfirmed (or no such mail)")
 
 
 @main.command()
@@ -262,8 +325,8 @@ def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
                    "should look.")
 @click.pass_context
 def status(ctx: click.Context, max_wait: float) -> None:
-    """What waits, and what needs a person: exits 1 if anything does, for a
-    monitor or a health check."""
+    """What waits, and what needs a person: exits 1 if anything does (or the
+    database cannot be read), for a monitor or a health check."""
     from datetime import timedelta
 
     from gateway.clock import utcnow

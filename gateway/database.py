@@ -6,7 +6,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, CursorResult, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -201,6 +201,25 @@ def new_id(result: CursorResult[Any]) -> int:
     if key is None:
         raise RuntimeError("the insert returned no primary key")
     return int(key[0])
+
+
+def move_by_hand(
+    database: Database, table: Table, ids: Sequence[int], statuses: Sequence[str],
+    **values: object,
+) -> list[int]:
+    """Set ``values`` on the rows among ``ids`` whose status is one of ``statuses``,
+    in one statement; returns the ids of those changed, in order. For what a
+    person does from the command line: only rows in the expected state move,
+    so that a mistyped or stale id changes nothing."""
+    if not ids:
+        return []
+    with database.transaction() as connection:
+        return sorted(connection.scalars(
+            update(table)
+            .where(table.c.id.in_(ids), table.c.status.in_(statuses))
+            .values(**values)
+            .returning(table.c.id)
+        ))
 
 
 def unavailable(error: BaseException) -> str | None:

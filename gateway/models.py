@@ -66,6 +66,8 @@ class InboundStatus:
     """Automatic mail about nothing the gateway handles (a bounce); ``reason`` says which."""
     QUARANTINED = "quarantined"
     """Could not be processed; ``reason`` says why; kept for a person."""
+    DISMISSED = "dismissed"
+    """Was quarantined, and a person has dealt with it otherwise; ``reason`` stays."""
 
 
 class InboundMessage(Base):
@@ -88,6 +90,8 @@ class InboundMessage(Base):
     enqueued_at: Mapped[datetime]
     """Last time its processing was handed to the broker; the recovery sweep uses it."""
     processed_at: Mapped[datetime | None]
+    handled_at: Mapped[datetime | None]
+    """When a person last released or dismissed it; a released message waits from then."""
 
     __table_args__ = (Index("ix_inbound_status_enqueued", "status", "enqueued_at"),)
 
@@ -148,6 +152,14 @@ class OutboxStatus:
     SENT = "sent"
     FAILED = "failed"
     """Refused for good (5xx) or out of attempts; ``last_error`` says why."""
+    UNCONFIRMED = "unconfirmed"
+    """Handed to the relay whole, and its answer never came: it may have taken
+    the mail. Never sent again by itself; a person looks in the relay's log
+    for the Message-ID and retries or dismisses it (``helpdesk outbox``)."""
+    DISMISSED = "dismissed"
+    """Failed or unconfirmed, and a person has dealt with it; ``last_error`` stays."""
+
+    NEEDS_A_PERSON = (FAILED, UNCONFIRMED)
 
 
 class OutboxRow(Base):
@@ -175,6 +187,8 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime]
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
+    handled_at: Mapped[datetime | None]
+    """When a person last retried or dismissed it; a retried mail waits from then."""
 
     __table_args__ = (
         Index("ix_outbox_status_next", "status", "next_attempt_at"),

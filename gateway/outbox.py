@@ -1,6 +1,7 @@
 """The outbox: one row per outgoing mail, claimed, sent once, retried with backoff.
 
-A row moves ``pending → sending → sent`` (or ``failed``); a row claimed but
+A row moves ``pending → sending → sent`` (or ``failed``, or ``unconfirmed``
+when the relay never answered the end of the mail); a row claimed but
 not sent goes back to ``pending`` (``release``, or the recovery sweep once
 its claim is stale). Claiming is a conditional update, so two senders
 running for the same row (a broker redelivery, a recovery sweep) cannot both
@@ -197,30 +198,31 @@ customer would get the mail twice. Kept well within the recovery sweep's
 sender's and released, and the mail would go again all the same."""
 
 
-def _record_sent(database: Database, claimed: Claimed, now: datetime) -> None:
-    """Record ``claimed`` as sent, trying again while the database is unavailable,
-    for up to ``RECORD_SENT_WITHIN``; raises the last error if it stays away (the
-    row then goes again: at least once, never lost)."""
+def _record_handed_over(database: Database, claimed: Claimed, **values: object) -> bool:
+    """Record ``values`` on a row whose mail went to the relay (sent, or
+    unconfirmed), trying again while the database is unavailable, for up to
+    ``RECORD_SENT_WITHIN``; raises the last error if it stays away (the row
+    then goes again: at least once, never lost). False if the row is no
+    longer ours."""
+    status = values["status"]
     deadline = time.monotonic() + RECORD_SENT_WITHIN
     pause = 0.25
     while True:
         try:
-            held = _settle(database, claimed, None, **_sent(now))
+            held = _settle(database, claimed, None, **values)
         except Exception as error:
             if unavailable(error) is None or time.monotonic() + pause > deadline:
-                log.error("outbox %s: sent, but 'sent' could not be recorded; it goes "
+                log.error("outbox %s: handed over, but '%s' could not be recorded; it goes "
                           "again (released to the sending queue, or by the recovery sweep)",
-                          claimed.id)
+                          claimed.id, status)
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 4.0)
             continue
-        if held:
-            log.info("outbox %s: 'sent' recorded after all", claimed.id)
-        else:  # released as stale meanwhile: another sender may send it again
-            log.error("outbox %s: sent, but no longer held when 'sent' could be recorded; "
-                      "it may go again", claimed.id)
-        return
+        if not held:  # released as stale meanwhile: another sender may send it again
+            log.error("outbox %s: handed over, but no longer held when '%s' could be "
+                      "recorded; it may go again", claimed.id, status)
+        return held
 
 
 def send_claimed(
@@ -257,13 +259,21 @@ def send_claimed(
     if unrecorded is not None:
         log.warning("outbox %s: handed over, but 'sent' could not be recorded: %s",
                     outbox_id, unavailable(unrecorded) or repr(unrecorded))
-        if delivery.outcome == "sent":
-            _record_sent(database, claimed, now)
-        # else the relay refused it: recorded below like any refusal, over the
+        if delivery.outcome == "sent" and _record_handed_over(database, claimed, **_sent(now)):
+            log.info("outbox %s: 'sent' recorded after all", outbox_id)
+        # else the relay refused it, or did not answer: recorded below, over the
         # commit that may or may not have been made
     if delivery.refused:
         _record_refused(database, claimed, delivery)
     if delivery.outcome in ("sent", "aborted"):
+        return delivery, None
+    if delivery.outcome == "unconfirmed":
+        # Over the "sent" just committed (or not, if that commit failed): sending it
+        # again might deliver it twice, and only the relay's log can tell.
+        _record_handed_over(database, claimed, status=OutboxStatus.UNCONFIRMED,
+                            sent_at=now, last_error=delivery.detail)
+        log.error("outbox %s: %s; it may have been delivered, and is not sent again "
+                  "by itself (helpdesk outbox failed)", outbox_id, delivery.detail)
         return delivery, None
     if delivery.outcome == "temporary" and claimed.attempts < max_attempts:
         delay = retry_delay(claimed.attempts)

@@ -6,6 +6,7 @@ for ever. Once the cause is mended (a new release, a wider column, a policy
 fixed), ``release`` puts the message back as received; the recovery sweep
 hands it out like any other unfinished mail, and the pipeline runs it from
 the start (still idempotent: a copy processed meanwhile makes it a duplicate).
+A message a person deals with otherwise is dismissed: kept, no longer counted.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select
 
-from gateway.database import Database
+from gateway.database import Database, move_by_hand
 from gateway.models import INBOUND, InboundStatus
 
 
@@ -29,30 +30,36 @@ class Quarantined:
     reason: str
 
 
-def quarantined(database: Database, *, limit: int = 100) -> list[Quarantined]:
-    """The quarantined messages, oldest first."""
+def quarantined(database: Database, *, limit: int = 100) -> tuple[list[Quarantined], int]:
+    """The quarantined messages, oldest first, at most ``limit`` of them; and how
+    many there are in all."""
+    held = INBOUND.c.status == InboundStatus.QUARANTINED
     query = (
         select(INBOUND.c.id, INBOUND.c.received_at, INBOUND.c.envelope_sender,
                INBOUND.c.message_id, INBOUND.c.reason)
-        .where(INBOUND.c.status == InboundStatus.QUARANTINED)
+        .where(held)
         .order_by(INBOUND.c.id)
         .limit(limit)
     )
     with database.reading() as connection:
-        return [Quarantined(row.id, row.received_at, row.envelope_sender, row.message_id,
-                            row.reason or "") for row in connection.execute(query)]
+        found = [Quarantined(row.id, row.received_at, row.envelope_sender, row.message_id,
+                             row.reason or "") for row in connection.execute(query)]
+        total = len(found) if len(found) < limit else connection.scalar(
+            select(func.count()).select_from(INBOUND).where(held))
+    return found, int(total or 0)
 
 
 def release(database: Database, ids: Sequence[int], now: datetime) -> list[int]:
     """Put the quarantined messages among ``ids`` back as received; returns those
     released (an id that is not quarantined is left as it is)."""
-    if not ids:
-        return []
-    with database.transaction() as connection:
-        return sorted(connection.scalars(
-            update(INBOUND)
-            .where(INBOUND.c.id.in_(ids), INBOUND.c.status == InboundStatus.QUARANTINED)
-            .values(status=InboundStatus.RECEIVED, reason=None, processed_at=None,
-                    enqueued_at=now)
-            .returning(INBOUND.c.id)
-        ))
+    return move_by_hand(database, INBOUND, ids, [InboundStatus.QUARANTINED],
+                        status=InboundStatus.RECEIVED, reason=None, processed_at=None,
+                        enqueued_at=now, handled_at=now)
+
+
+def dismiss(database: Database, ids: Sequence[int], now: datetime) -> list[int]:
+    """Mark the quarantined messages among ``ids`` as dealt with by a person (answered
+    by hand, say, or spam); returns those dismissed. Each stays stored, with its
+    reason, and is no longer counted as waiting for anyone."""
+    return move_by_hand(database, INBOUND, ids, [InboundStatus.QUARANTINED],
+                        status=InboundStatus.DISMISSED, handled_at=now)

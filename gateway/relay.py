@@ -16,10 +16,13 @@ between the two writes sends the mail a second time, with the same
 Message-ID. With TLS to the relay, the gap also holds the wait for the
 interpreter lock after encrypting the dot; on SQLite it is the commit's
 own sync. If the relay then refuses the dot, the caller records the
-refusal over the commit. If the database fails the COMMIT (it went away
-between the two writes), the relay's reply is still read: a mail it took is
-recorded as sent once the database answers again, within
-``outbox.RECORD_SENT_WITHIN``, rather than sent a second time.
+refusal over the commit. If its answer never comes (the connection breaks,
+the wait times out), the mail may or may not have been taken: the delivery
+is ``unconfirmed``, and the caller keeps it from going again by itself
+(RFC 5321 §4.5.3.2.6 warns of exactly this duplicate). If the database
+fails the COMMIT (it went away between the two writes), the relay's reply
+is still read: a mail it took is recorded as sent once the database answers
+again, within ``outbox.RECORD_SENT_WITHIN``, rather than sent a second time.
 
 A relay may refuse some recipients of a mail and take it for the others.
 The mail is then sent, and the refusals come back with the delivery for the
@@ -59,7 +62,10 @@ no longer ours (abort)."""
 class Delivery:
     """How a delivery attempt ended."""
 
-    outcome: Literal["sent", "temporary", "permanent", "aborted"]
+    outcome: Literal["sent", "temporary", "permanent", "aborted", "unconfirmed"]
+    """``unconfirmed``: the whole mail went, and the relay's answer never came (the
+    connection broke, or the wait timed out). It may have taken the mail;
+    sending it again could deliver it twice."""
     detail: str = ""
     refused: tuple[str, ...] = ()
     """Of a mail sent, the recipients the relay refused while it took the others,
@@ -159,6 +165,10 @@ class SmtpRelay:
     """An idle connection older than this is closed rather than reused."""
     TRUSTED_SECONDS = 2.0
     """An idle connection younger than this is used without a NOOP first."""
+    END_OF_DATA_SECONDS = 600.0
+    """How long the relay may take to answer the end of a mail, RFC 5321's ten
+    minutes (§4.5.3.2.6): it may be scanning or queueing it, and giving up
+    sooner leaves a mail that was probably taken ``unconfirmed``."""
 
     def __init__(
         self,
@@ -169,10 +179,12 @@ class SmtpRelay:
         username: str = "",
         password: str = "",
         timeout: float = 30.0,
+        end_of_data_timeout: float = END_OF_DATA_SECONDS,
         local_hostname: str | None = None,
     ) -> None:
         self.host, self.port, self.tls = host, port, tls
         self.username, self.password, self.timeout = username, password, timeout
+        self.end_of_data_timeout = max(end_of_data_timeout, timeout)
         self.local_hostname = local_hostname
         self._context: ssl.SSLContext | None = None
         self._idle: list[tuple[float, smtplib.SMTP]] = []
@@ -321,7 +333,13 @@ class SmtpRelay:
         if not commit(lambda: _send_now(sock, b".\r\n")):
             smtp.close()  # drop the transaction: without the final dot nothing is sent
             return Delivery("aborted", "row no longer held by this sender")
-        code, text = smtp.getreply()
+        try:
+            sock.settimeout(self.end_of_data_timeout)
+            code, text = smtp.getreply()
+            sock.settimeout(self.timeout)
+        except (OSError, smtplib.SMTPException) as error:
+            return Delivery("unconfirmed", f"relay {self.host}:{self.port} did not answer "
+                                           f"the end of the mail: {error}")
         if code != 250:
             return _reply(code, text)
         return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}", _named(refused))

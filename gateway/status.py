@@ -5,6 +5,11 @@ exits 1 when something needs a person, so that a health check or a cron
 job can say so loudly. A gateway that quietly stops acknowledging (workers
 down, the broker and the sweep both away, a relay refusing every mail) is
 what customers notice first; this is where it shows before they do.
+
+Mail is timed from when it began to wait (received, or made; or given back
+by a person), never from the columns the gateway moves as it works: the
+recovery sweep hands stuck mail out again and again, and each time would
+make it look new.
 """
 
 from __future__ import annotations
@@ -33,51 +38,71 @@ NOTHING = Waiting(0, None)
 @dataclass(frozen=True)
 class Backlog:
     inbound: Waiting
-    """Stored, not yet processed (since it was received)."""
+    """Stored, not yet processed."""
     quarantined: int
-    due: Waiting
-    """Outgoing mail due to be sent (since it was due)."""
+    outgoing: Waiting
+    """Made, not yet sent: due, retrying later, or being sent."""
+    due: int
     retrying: int
-    """Outgoing mail waiting out its backoff after a temporary failure."""
-    sending: Waiting
-    """Outgoing mail claimed by a sender (since it was claimed)."""
+    """Waiting out its backoff after a temporary failure."""
+    sending: int
+    """Claimed by a sender."""
+    oldest_error: str
+    """The relay's last answer to the outgoing mail that has waited longest
+    (empty if it has not been tried, or the attempt left nothing to say)."""
     failed: int
+    unconfirmed: int
 
 
 def backlog(database: Database, now: datetime) -> Backlog:
     """What waits in the database at ``now``."""
+    inbound_since = func.coalesce(INBOUND.c.handled_at, INBOUND.c.received_at)
     inbound_query = (
         select(INBOUND.c.status, func.count().label("mails"),
-               func.min(INBOUND.c.received_at).label("since"))
+               func.min(inbound_since).label("since"))
         .where(INBOUND.c.status.in_([InboundStatus.RECEIVED, InboundStatus.QUARANTINED]))
         .group_by(INBOUND.c.status)
     )
+    outgoing = OUTBOX.c.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING])
+    outbox_since = func.coalesce(OUTBOX.c.handled_at, OUTBOX.c.created_at)
     outbox_query = (
         select(OUTBOX.c.status, func.count().label("mails"),
                func.sum(case((OUTBOX.c.next_attempt_at <= now, 1), else_=0)).label("due"),
-               func.min(OUTBOX.c.next_attempt_at).label("due_since"),
-               func.min(OUTBOX.c.claimed_at).label("claimed_since"))
+               func.min(outbox_since).label("since"))
         .where(OUTBOX.c.status.in_(
-            [OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.FAILED]))
+            [OutboxStatus.PENDING, OutboxStatus.SENDING, *OutboxStatus.NEEDS_A_PERSON]))
         .group_by(OUTBOX.c.status)
+    )
+    oldest_error = (
+        select(OUTBOX.c.last_error).where(outgoing).order_by(outbox_since, OUTBOX.c.id).limit(1)
     )
     with database.reading() as connection:
         inbound = {row.status: row for row in connection.execute(inbound_query)}
         outbox = {row.status: row for row in connection.execute(outbox_query)}
+        error = connection.scalar(oldest_error) if outbox.keys() & {
+            OutboxStatus.PENDING, OutboxStatus.SENDING} else None
 
     def count(rows: dict[str, Row[Any]], status: str) -> int:
         return int(rows[status].mails) if status in rows else 0
 
-    pending = outbox.get(OutboxStatus.PENDING)
+    def waiting(*rows: Row[Any] | None) -> Waiting:
+        present = [row for row in rows if row is not None]
+        if not present:
+            return NOTHING
+        return Waiting(sum(int(row.mails) for row in present), min(row.since for row in present))
+
+    pending, sending = outbox.get(OutboxStatus.PENDING), outbox.get(OutboxStatus.SENDING)
     due = int(pending.due or 0) if pending is not None else 0
-    received, sending = inbound.get(InboundStatus.RECEIVED), outbox.get(OutboxStatus.SENDING)
     return Backlog(
-        inbound=Waiting(received.mails, received.since) if received is not None else NOTHING,
+        inbound=waiting(inbound.get(InboundStatus.RECEIVED)),
         quarantined=count(inbound, InboundStatus.QUARANTINED),
-        due=Waiting(due, pending.due_since) if due and pending is not None else NOTHING,
+        outgoing=waiting(pending, sending),
+        due=due,
         retrying=count(outbox, OutboxStatus.PENDING) - due,
-        sending=Waiting(sending.mails, sending.claimed_since) if sending is not None else NOTHING,
+        sending=count(outbox, OutboxStatus.SENDING),
+        oldest_error=" ".join((error or "").split()),  # a multi-line reply on one line
         failed=count(outbox, OutboxStatus.FAILED),
+        unconfirmed=count(outbox, OutboxStatus.UNCONFIRMED),
     )
 
 
@@ -86,17 +111,18 @@ def summary(backlog: Backlog, now: datetime) -> list[str]:
     return [
         f"inbound: {backlog.inbound.count} waiting{_oldest(backlog.inbound, now)}, "
         f"{backlog.quarantined} quarantined",
-        f"outbox: {backlog.due.count} due{_oldest(backlog.due, now)}, "
-        f"{backlog.retrying} retrying later, {backlog.sending.count} being sent"
-        f"{_oldest(backlog.sending, now)}, {backlog.failed} failed",
+        f"outbox: {backlog.outgoing.count} waiting to be sent{_oldest(backlog.outgoing, now)}: "
+        f"{backlog.due} due, {backlog.retrying} retrying later, {backlog.sending} being sent; "
+        f"{backlog.failed} failed, {backlog.unconfirmed} unconfirmed",
     ]
 
 
 def needs_a_person(backlog: Backlog, now: datetime, longest_wait: timedelta) -> list[str]:
     """What a person should look at, each with where to start; empty if nothing.
 
-    Mail waits a moment in a healthy gateway, and longer in a burst; it is a
-    problem once it has waited longer than ``longest_wait``.
+    Mail waits a moment in a healthy gateway, and longer in a burst or while
+    the relay is away; it is a problem once it has waited longer than
+    ``longest_wait``.
     """
     found = []
     late = describe_duration(longest_wait)
@@ -104,18 +130,20 @@ def needs_a_person(backlog: Backlog, now: datetime, longest_wait: timedelta) -> 
     if _waited(backlog.inbound, now) > longest_wait:
         found.append(f"mail stored over {late} ago is not processed yet "
                      f"({backlog.inbound.count} waiting in all): {ask}")
-    if _waited(backlog.due, now) > longest_wait:
-        found.append(f"outgoing mail due over {late} ago is not sent yet "
-                     f"({backlog.due.count} due in all): {ask}")
-    if _waited(backlog.sending, now) > longest_wait:
-        found.append(f"outgoing mail has been held by a sender for over {late} "
-                     f"({backlog.sending.count} held in all): its sender died, and the "
-                     "recovery sweep gives such mail back; is it running?")
+    if _waited(backlog.outgoing, now) > longest_wait:
+        where = (f"the relay's last answer to the oldest: {backlog.oldest_error}"
+                 if backlog.oldest_error else ask)
+        found.append(f"outgoing mail made over {late} ago is not sent yet "
+                     f"({backlog.outgoing.count} waiting in all): {where}")
     if backlog.quarantined:
         found.append(f"{plural(backlog.quarantined, 'quarantined mail')}: "
                      "helpdesk quarantine list")
     if backlog.failed:
         found.append(f"{plural(backlog.failed, 'failed outgoing mail')}: helpdesk outbox failed")
+    if backlog.unconfirmed:
+        found.append(f"{plural(backlog.unconfirmed, 'outgoing mail')} the relay may not have "
+                     "taken (it never answered the end of the mail): look for the Message-ID "
+                     "in the relay's log; helpdesk outbox failed")
     return found
 
 

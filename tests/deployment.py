@@ -238,9 +238,9 @@ def assert_exactly_once(
     """Every mail of ``burst`` got its 250, and has one case and one acknowledgement."""
     assert burst.accepted == set(burst.ids), "every mail got its 250 in the end"
     sink.wait_for(len(burst.ids), timeout=120)
-    # longer than the sweep's stale_after and interval, so that late doubles show
-    # (at most 12 s, for a test that holds the sweep back with a longer stale_after)
-    acks = sink.settle(quiet=min(deployment.stale_after, 10.0) + 2.0)
+    # longer than the sweep's stale_after and its interval (1 s), so that a double
+    # the sweep would send (a claim it wrongly took for a dead sender's) shows
+    acks = sink.settle(quiet=deployment.stale_after + 2.0)
     replied = [a.message["In-Reply-To"].strip("<>").split("@")[0] for a in acks]
     doubles = {m for m in replied if replied.count(m) > 1}
     assert not doubles, f"acknowledged twice: {sorted(doubles)[:5]}"

@@ -34,14 +34,17 @@ NOT_STATED = "not stated"
 
 
 def describe_duration(amount: timedelta) -> str:
-    """ "4 hours", "30 minutes", "1 hour 30 minutes": as a policy document writes it."""
-    minutes = int(amount.total_seconds() // 60)
+    """ "4 hours", "30 minutes", "1 hour 30 minutes": as a policy document writes it;
+    seconds too under an hour ("45 seconds"), where they are not lost in rounding."""
+    minutes, seconds = divmod(int(amount.total_seconds()), 60)
     hours, rest = divmod(minutes, 60)
     parts = []
     if hours:
         parts.append(plural(hours, "hour"))
-    if rest or not hours:
+    if rest or not (hours or seconds):
         parts.append(plural(rest, "minute"))
+    if seconds and not hours:
+        parts.append(plural(seconds, "second"))
     return " ".join(parts)
 
 

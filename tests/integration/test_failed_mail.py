@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.clock import utcnow
 from gateway.inbound import accept
@@ -43,6 +43,21 @@ def acknowledgement_of(runtime: Runtime, subject: str, sender: str) -> tuple[int
     return outbox_id, number
 
 
+def message_id(runtime: Runtime, outbox_id: int) -> str:
+    with runtime.database.reading() as connection:
+        found = connection.scalar(select(OUTBOX.c.message_id).where(OUTBOX.c.id == outbox_id))
+    assert found is not None
+    return found
+
+
+def handed_out_by_the_sweep(runtime: Runtime) -> list[int]:
+    handed: list[int] = []
+    dispatch = SimpleNamespace(process=None, send=lambda i, delay=None: handed.append(i),
+                               waiting=lambda: 0)
+    sweep(runtime.database, dispatch, utcnow(), timedelta(0))
+    return handed
+
+
 def send(runtime: Runtime, outbox_id: int) -> str | None:
     delivery, _ = send_one(runtime.database, runtime.transport, outbox_id, utcnow(),
                            max_attempts=runtime.settings.relay.max_attempts)
@@ -66,20 +81,20 @@ def test_a_failed_mail_is_listed_and_once_retried_is_sent_once(
     assert listed.exit_code == 0, listed.output
     [line] = listed.output.splitlines()
     fields = line.split("\t")
-    assert fields[0] == str(refused)
-    assert fields[2:] == [number, "acknowledgement", "alice@customer.example", "1 attempt",
-                          "530 5.7.0 Authentication required 5.7.0 See the relay's manual"]
+    assert fields[:2] == [str(refused), "failed"]
+    assert fields[2].endswith(" UTC")
+    assert fields[3:6] + fields[7:] == [
+        number, "acknowledgement", "alice@customer.example", "1 attempt",
+        "530 5.7.0 Authentication required 5.7.0 See the relay's manual"]
+    assert fields[6] == f"<{message_id(relayed, refused)}>"
     # And when the login is mended and it is retried (a sent mail and an unknown id are named)
     retried = helpdesk("outbox", "retry", str(refused), str(sent), "999999")
     assert retried.exit_code == 1
     assert f"{refused} queued again" in retried.output
-    assert f"not failed (or no such mail): {sent}, 999999" in retried.output
+    assert f"not failed (or no such mail; an unconfirmed one needs --unconfirmed): " \
+        f"{sent}, 999999" in retried.output
     # Then the recovery sweep hands out that one alone, and it is sent once, attempts afresh
-    handed: list[int] = []
-    dispatch = SimpleNamespace(process=None, send=lambda i, delay=None: handed.append(i),
-                               waiting=lambda: 0)
-    sweep(relayed.database, dispatch, utcnow(), timedelta(0))
-    assert handed == [refused]
+    assert handed_out_by_the_sweep(relayed) == [refused]
     assert send(relayed, refused) == "sent"
     assert send(relayed, refused) is None
     assert sorted(m.recipients[0] for m in sink.messages) == [
@@ -92,3 +107,44 @@ def test_a_failed_mail_is_listed_and_once_retried_is_sent_once(
         ).one()
     assert tuple(row) == (OutboxStatus.SENT, 1, None)
     assert helpdesk("outbox", "failed").output == "no outgoing mail has failed\n"
+
+
+def test_an_unconfirmed_mail_goes_again_only_when_asked_for_by_name(
+    relayed: Runtime, sink: Sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Given an acknowledgement whose end the relay never answered (recorded as the sender
+    # records it), and another that the relay took
+    unanswered, number = acknowledgement_of(relayed, "[P1] Database down", "alice@customer.example")
+    delivered, _ = acknowledgement_of(relayed, "[P2] Slow reports", "bob@customer.example")
+    with relayed.database.transaction() as connection:
+        connection.execute(update(OUTBOX).where(OUTBOX.c.id.in_([unanswered, delivered])).values(
+            status=OutboxStatus.UNCONFIRMED, attempts=1, sent_at=utcnow(),
+            last_error="relay 127.0.0.1:25 did not answer the end of the mail: timed out"))
+    helpdesk = helpdesk_on(relayed, monkeypatch, tmp_path)
+
+    # When a person lists what needs them, both are there, with the Message-ID to look for
+    listed = helpdesk("outbox", "failed", "--limit", "1")
+    assert listed.exit_code == 0, listed.output
+    line, more = listed.output.splitlines()
+    fields = line.split("\t")
+    assert fields[:2] == [str(unanswered), "unconfirmed"]
+    assert fields[3] == number
+    assert fields[6] == f"<{message_id(relayed, unanswered)}>"
+    assert fields[8] == "relay 127.0.0.1:25 did not answer the end of the mail: timed out"
+    assert more == "… and 1 more (--limit)"
+    # And a plain retry refuses them: the relay may have delivered them
+    plain = helpdesk("outbox", "retry", str(unanswered))
+    assert plain.exit_code == 1
+    assert "an unconfirmed one needs --unconfirmed" in plain.output
+    assert handed_out_by_the_sweep(relayed) == []
+
+    # When the relay's log shows one missing, and the other delivered
+    assert helpdesk("outbox", "retry", "--unconfirmed", str(unanswered)).exit_code == 0
+    assert helpdesk("outbox", "dismiss", str(delivered)).exit_code == 0
+    # Then the missing one alone goes again, once
+    assert handed_out_by_the_sweep(relayed) == [unanswered]
+    assert send(relayed, unanswered) == "sent"
+    assert send(relayed, delivered) is None
+    assert [m.recipients[0] for m in sink.messages] == ["alice@customer.example"]
+    assert helpdesk("outbox", "failed").output == "no outgoing mail has failed\n"
+    assert helpdesk("status").exit_code == 0

@@ -435,7 +435,7 @@ def test_commit_lost_after_the_dot_for_longer_than_the_wait_goes_again(
     assert len(sink.wait_for(1, timeout=5)) == 1
     monkeypatch.undo()
     assert row(database, outbox_id).status == OutboxStatus.SENDING
-    assert f"outbox {outbox_id}: sent, but 'sent' could not be recorded; it goes again" \
+    assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded; it goes again" \
         in caplog.text
     # And once recovered it goes again: at least once, never lost
     sweep(database, Recorder(), T0 + timedelta(seconds=1), timedelta(0))
@@ -539,6 +539,81 @@ def test_permanent_refusal_fails_the_row_with_the_reason(database, sink):
     assert failed.last_error == "550 5.1.1 no such user"
     assert failed.sent_at is None
     assert send(database, relay_to(sink), outbox_id, T0 + timedelta(days=1)) == (None, None)
+
+
+class SilentAfterTheEnd:
+    """A relay that takes a mail's end and never answers it: it hangs up, or it
+    stays silent (stuck scanning or queueing the mail, or the network lost)."""
+
+    def __init__(self, hang_up: bool) -> None:
+        self.hang_up = hang_up
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.received.append(envelope.original_content)
+        if self.hang_up:
+            server.transport.close()
+        else:
+            await asyncio.sleep(3600)  # cancelled when the controller stops
+        return "250 OK"
+
+
+@pytest.mark.parametrize("hang_up", [True, False], ids=["hangs-up", "stays-silent"])
+def test_a_mail_whose_end_the_relay_never_answers_is_unconfirmed_and_not_sent_again(
+    database, hang_up, caplog
+):
+    # Given a relay that takes the whole mail and never answers its end
+    handler = SilentAfterTheEnd(hang_up)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        relay = SmtpRelay("127.0.0.1", controller.port, timeout=0.5, end_of_data_timeout=0.5)
+        outbox_id = queue(database)
+        # When the row is sent
+        delivery, delay = send(database, relay, outbox_id)
+        # Then the delivery is unconfirmed, and says why
+        assert delivery is not None and delivery.outcome == "unconfirmed", delivery
+        assert delay is None
+        assert delivery.detail.startswith(
+            f"relay 127.0.0.1:{controller.port} did not answer the end of the mail: ")
+        # And the row says so, not sent again by a later send, nor by the recovery sweep
+        # long after (the relay may have delivered it)
+        unconfirmed = row(database, outbox_id)
+        assert (unconfirmed.status, unconfirmed.attempts, unconfirmed.sent_at) == (
+            OutboxStatus.UNCONFIRMED, 1, T0)
+        assert unconfirmed.last_error == delivery.detail
+        later = T0 + timedelta(days=1)
+        assert send(database, relay, outbox_id, later) == (None, None)
+        handed = Recorder()
+        sweep(database, handed, later, timedelta(seconds=60))
+        assert handed.sent == []
+        relay.close()
+    finally:
+        controller.stop()
+    assert len(handler.received) == 1
+    assert "it may have been delivered, and is not sent again by itself" in caplog.text
+
+
+def test_a_slow_answer_to_the_end_is_waited_for_longer_than_other_replies(database):
+    # Given a relay that answers every command at once, but the end of a mail slowly
+    class Slow:
+        async def handle_DATA(self, server, session, envelope) -> str:
+            await asyncio.sleep(1.0)
+            return "250 OK queued"
+
+    controller = Controller(Slow(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        # When a mail goes through a relay whose replies time out after a quarter second
+        relay = SmtpRelay("127.0.0.1", controller.port, timeout=0.25, end_of_data_timeout=5)
+        outbox_id = queue(database)
+        delivery, _ = send(database, relay, outbox_id)
+        relay.close()
+    finally:
+        controller.stop()
+    # Then it is sent: the end of the mail has the longer wait (RFC 5321's ten minutes)
+    assert delivery is not None and delivery.outcome == "sent", delivery
+    assert row(database, outbox_id).status == OutboxStatus.SENT
 
 
 BOB = "bob@customer.example"

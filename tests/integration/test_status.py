@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gateway.cli import main
 from gateway.clock import utcnow
@@ -58,7 +58,8 @@ def test_an_idle_gateway_needs_no_one(runtime: Runtime, tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "inbound: 1 waiting (the oldest for under a minute), 0 quarantined",
-        "outbox: 0 due, 0 retrying later, 0 being sent, 0 failed",
+        "outbox: 0 waiting to be sent: 0 due, 0 retrying later, 0 being sent; "
+        "0 failed, 0 unconfirmed",
         "nothing needs a person",
     ]
 
@@ -68,27 +69,34 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
 ):
     now = utcnow()
     # Given mail stuck everywhere: stored and unprocessed for an hour (and a newer one),
-    # a quarantined mail, an acknowledgement due for 20 minutes, one waiting out its
-    # backoff, one held by a sender that died 15 minutes ago, and one that failed
+    # a quarantined mail; an acknowledgement made 20 minutes ago that the recovery sweep
+    # has just handed out again (due now), one made 30 minutes ago waiting out its
+    # backoff after the relay's 421, one made 16 minutes ago and claimed again a moment
+    # ago; one that failed, and one the relay never answered
     stored(runtime, now - timedelta(hours=1))
     stored(runtime, now - timedelta(minutes=2))
     stored(runtime, now - timedelta(days=1), InboundStatus.QUARANTINED)
-    queued(runtime, "ack:due", now - timedelta(minutes=20))
+    queued(runtime, "ack:due", now - timedelta(minutes=20), next_attempt_at=now)
     queued(runtime, "ack:later", now - timedelta(minutes=30),
-           next_attempt_at=now + timedelta(minutes=4), attempts=3)
+           next_attempt_at=now + timedelta(minutes=4), attempts=3,
+           last_error="421 4.3.2 Try again\n later")
     queued(runtime, "ack:held", now - timedelta(minutes=16), status=OutboxStatus.SENDING,
-           claim=claim_token(), claimed_at=now - timedelta(minutes=15), attempts=1)
+           claim=claim_token(), claimed_at=now - timedelta(seconds=5), attempts=1)
     queued(runtime, "ack:failed", now - timedelta(hours=6), status=OutboxStatus.FAILED,
            last_error="530 5.7.0 Authentication required")
+    queued(runtime, "ack:unconfirmed", now - timedelta(hours=7),
+           status=OutboxStatus.UNCONFIRMED, sent_at=now - timedelta(hours=7),
+           last_error="relay did not answer the end of the mail: timed out")
 
-    # Then the backlog counts each, and dates the oldest of each kind of waiting
+    # Then the backlog counts each, and dates the oldest by when it began to wait,
+    # not by when the gateway last handed it out
     found = backlog(runtime.database, now)
     assert found.inbound == Waiting(2, now - timedelta(hours=1))
     assert found.quarantined == 1
-    assert found.due == Waiting(1, now - timedelta(minutes=20))
-    assert found.retrying == 1
-    assert found.sending == Waiting(1, now - timedelta(minutes=15))
-    assert found.failed == 1
+    assert found.outgoing == Waiting(3, now - timedelta(minutes=30))
+    assert (found.due, found.retrying, found.sending) == (1, 1, 1)
+    assert found.oldest_error == "421 4.3.2 Try again later"
+    assert (found.failed, found.unconfirmed) == (1, 1)
 
     # And the command says what needs a person, and exits 1 for a monitor
     result = helpdesk_on(runtime, monkeypatch, tmp_path)("status", "--max-wait", "600")
@@ -96,35 +104,72 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
     lines = result.output.splitlines()
     assert lines[:3] == [
         "inbound: 2 waiting (the oldest for 1 hour), 1 quarantined",
-        "outbox: 1 due (the oldest for 20 minutes), 1 retrying later, "
-        "1 being sent (the oldest for 15 minutes), 1 failed",
+        "outbox: 3 waiting to be sent (the oldest for 30 minutes): 1 due, 1 retrying later, "
+        "1 being sent; 1 failed, 1 unconfirmed",
         "needs a person:",
     ]
     assert lines[3:] == [
         "  - mail stored over 10 minutes ago is not processed yet (2 waiting in all): "
         "are the workers, and the broker or the recovery sweep, running?",
-        "  - outgoing mail due over 10 minutes ago is not sent yet (1 due in all): "
-        "are the workers, and the broker or the recovery sweep, running?",
-        "  - outgoing mail has been held by a sender for over 10 minutes (1 held in all): "
-        "its sender died, and the recovery sweep gives such mail back; is it running?",
+        "  - outgoing mail made over 10 minutes ago is not sent yet (3 waiting in all): "
+        "the relay's last answer to the oldest: 421 4.3.2 Try again later",
         "  - 1 quarantined mail: helpdesk quarantine list",
         "  - 1 failed outgoing mail: helpdesk outbox failed",
+        "  - 1 outgoing mail the relay may not have taken (it never answered the end of "
+        "the mail): look for the Message-ID in the relay's log; helpdesk outbox failed",
     ]
 
     # And with a longer patience, only what a person must do remains
     patient = helpdesk_on(runtime, monkeypatch, tmp_path)("status", "--max-wait", "7200")
     assert patient.exit_code == 1
-    assert [line for line in patient.output.splitlines() if line.startswith("  - ")] == [
-        "  - 1 quarantined mail: helpdesk quarantine list",
-        "  - 1 failed outgoing mail: helpdesk outbox failed",
+    assert [line[4:].split(":")[0] for line in patient.output.splitlines()
+            if line.startswith("  - ")] == [
+        "1 quarantined mail", "1 failed outgoing mail",
+        "1 outgoing mail the relay may not have taken (it never answered the end of the mail)",
     ]
+
+
+def test_mail_given_back_waits_from_then_and_dismissed_mail_is_not_counted(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    long_ago = utcnow() - timedelta(days=1)
+    # Given two quarantined mails and two failed ones, from a day ago
+    released, dropped = (stored(runtime, long_ago, InboundStatus.QUARANTINED) for _ in "ab")
+    retried, given_up = (queued(runtime, f"ack:{n}", long_ago, status=OutboxStatus.FAILED,
+                                last_error="530 5.7.0 Authentication required") for n in "ab")
+    helpdesk = helpdesk_on(runtime, monkeypatch, tmp_path)
+    # When a person releases one of each kind and dismisses the other
+    assert helpdesk("quarantine", "release", str(released)).exit_code == 0
+    assert helpdesk("quarantine", "dismiss", str(dropped)).output == f"{dropped} dismissed\n"
+    assert helpdesk("outbox", "retry", str(retried)).exit_code == 0
+    assert helpdesk("outbox", "dismiss", str(given_up)).output == f"{given_up} dismissed\n"
+    # Then what was given back waits from that moment, not from a day ago, and nothing
+    # needs a person until it has waited longer than the longest wait
+    result = helpdesk("status", "--max-wait", "600")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "inbound: 1 waiting (the oldest for under a minute), 0 quarantined",
+        "outbox: 1 waiting to be sent (the oldest for under a minute): 1 due, "
+        "0 retrying later, 0 being sent; 0 failed, 0 unconfirmed",
+        "nothing needs a person",
+    ]
+    # And what was dismissed is kept, with its reason, and not given back again
+    with runtime.database.reading() as connection:
+        assert connection.execute(select(INBOUND.c.status, INBOUND.c.reason)
+                                  .where(INBOUND.c.id == dropped)).one().status == "dismissed"
+        row = connection.execute(select(OUTBOX.c.status, OUTBOX.c.last_error)
+                                 .where(OUTBOX.c.id == given_up)).one()
+    assert tuple(row) == ("dismissed", "530 5.7.0 Authentication required")
+    again = helpdesk("quarantine", "release", str(dropped))
+    assert again.exit_code == 1
+    assert f"not quarantined (or no such message): {dropped}" in again.output
 
 
 def test_an_empty_database_has_nothing_waiting(runtime: Runtime):
     found = backlog(runtime.database, utcnow())
-    assert (found.inbound, found.due, found.sending) == (NOTHING, NOTHING, NOTHING)
-    assert (found.quarantined, found.retrying, found.failed) == (0, 0, 0)
-
+    assert (found.inbound, found.outgoing) == (NOTHING, NOTHING)
+    assert (found.quarantined, found.due, found.retrying, found.sending, found.failed,
+            found.unconfirmed, found.oldest_error) == (0, 0, 0, 0, 0, 0, "")
 
 
 def test_a_database_out_of_reach_is_one_line_and_exit_1(tmp_path: Path,
@@ -137,3 +182,31 @@ def test_a_database_out_of_reach_is_one_line_and_exit_1(tmp_path: Path,
         assert result.exit_code == 1, (command, result.output)
         [line] = result.output.splitlines()
         assert line.startswith("Error: the database is unavailable: connection failed"), line
+
+
+def test_a_database_without_the_gateway_is_one_line_and_exit_1_and_stays_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str
+):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nowhere" / "helpdesk.sqlite3"
+    for url, said in ((f"sqlite:///{missing}", f"Error: no database at {missing}: "
+                                                "helpdesk serve (or helpdesk db upgrade) makes it"),
+                      (pg_url, "does not hold this release's schema: helpdesk db upgrade")):
+        env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url}
+        for command in (["status"], ["quarantine", "list"], ["outbox", "retry", "1"]):
+            result = CliRunner().invoke(main, command, env=env)
+            assert result.exit_code == 1, (command, result.output)
+            [line] = result.output.splitlines()
+            assert said in line, line
+    assert not missing.parent.exists()
+
+
+def test_an_id_no_row_can_have_is_refused_before_the_database_is_asked(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    helpdesk = helpdesk_on(runtime, monkeypatch, tmp_path)
+    for command in (("outbox", "retry"), ("outbox", "dismiss"), ("quarantine", "release"),
+                    ("quarantine", "dismiss")):
+        result = helpdesk(*command, "1", "99999999999")
+        assert result.exit_code == 2, result.output
+        assert "99999999999 is not in the range 1<=x<=2147483647" in result.output
