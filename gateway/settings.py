@@ -81,7 +81,8 @@ class SmtpSettings(_Section):
     times over while it is read and stored: size memory for this many."""
 
     max_connections_per_client: int = Field(default=50, ge=1)
-    """SMTP sessions open at once from one client address; one more is greeted
+    """SMTP sessions open at once from one client address (IPv6: from one /64
+    network, which one host or site may hold whole); one more is greeted
     with 421 and closed. A gateway behind the organisation's own mail server
     gets all its mail from that one address: keep this above that server's
     deliveries at once to it (Postfix's default is 20). The same holds behind

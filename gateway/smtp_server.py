@@ -10,6 +10,7 @@ default permanent ``500``: ``handle_exception`` turns them all into 451.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import socket
@@ -135,11 +136,12 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again, with the encrypted transport, after STARTTLS: counted once.
         if self._sessions is not None and self._client is None:
-            client = _client_address(transport)
+            client = client_key(_client_address(transport))
             if not self._sessions.admit(client):
                 self._refused = True
                 _refuse(transport, self.hostname, "from your address",
-                        f"421 to {client}: too many SMTP sessions open from it")
+                        f"421 to {_client_address(transport)}: too many SMTP sessions "
+                        f"open from {client}")
                 return
             self._client = client
         super().connection_made(transport)
@@ -223,6 +225,26 @@ class Sessions:
             self.by_client[client] -= 1
             if not self.by_client[client]:
                 del self.by_client[client]
+
+
+IPV6_CLIENT_PREFIX = 64
+"""IPv6 clients are counted by network: one host, or one site, is given a
+whole /64 (SLAAC needs it), and could open sessions from as many addresses."""
+
+
+def client_key(address: str) -> str:
+    """What sessions from ``address`` are counted under: the address itself for
+    IPv4 (an IPv4-mapped IPv6 address is the IPv4 address it maps), its /64
+    network for IPv6; anything else (a Unix socket) as it is."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])  # without a scope ("%eth0")
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
 
 
 def _client_address(transport: asyncio.BaseTransport) -> str:
