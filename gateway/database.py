@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import select
 import threading
 import time
@@ -238,16 +237,6 @@ def unavailable(error: BaseException) -> str | None:
         return None
     lines = str(error.orig if error.orig is not None else error).strip().splitlines()
     return lines[0] if lines else type(error.orig).__name__
-
-
-def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
-    """Log ``message`` with ``error``'s traceback, or, when ``error`` is the
-    database being unavailable, with only its reason, as a warning."""
-    reason = unavailable(error)
-    if reason is None:
-        logger.error(message, *args, exc_info=error)
-    else:
-        logger.warning(message + ": the database is unavailable (%s)", *args, reason)
 
 
 def commit_right_after(

@@ -26,6 +26,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from gateway.outages import log_failure
+
 log = logging.getLogger(__name__)
 
 
@@ -83,11 +85,12 @@ class Handoff:
             first = self._kept[0]
             try:
                 self._enqueue(first)
-            except Exception:
+            except Exception as error:
                 self._resume_at = self._clock() + self._pause
-                log.exception("inbound %s stored but not enqueued; trying again in %s s with "
-                              "what is stored meanwhile (%s waiting; the recovery sweep hands "
-                              "them out otherwise)", first, self._pause, len(self._kept))
+                log_failure(log, error, "inbound %s stored but not enqueued; trying again in "
+                            "%s s with what is stored meanwhile (%s waiting; the recovery "
+                            "sweep hands them out otherwise)", first, self._pause,
+                            len(self._kept))
                 return False
             self._kept.popleft()
             handed += 1

@@ -18,10 +18,11 @@ from pathlib import Path
 import dramatiq
 
 from gateway.clock import utcnow
-from gateway.database import is_current, log_failure, upgrade
+from gateway.database import is_current, upgrade
 from gateway.errors import ConfigError
 from gateway.handoff import Handoff
 from gateway.inbound import accept
+from gateway.outages import log_failure
 from gateway.recovery import Dispatcher, sweep
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings

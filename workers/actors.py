@@ -29,7 +29,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
 from gateway.clock import utcnow
-from gateway.database import log_failure, unavailable
+from gateway.database import unavailable
+from gateway.outages import log_failure
 from gateway.outbox import Claimed, release, send_claimed, send_one
 from gateway.pipeline import process_inbound
 from gateway.runtime import Runtime

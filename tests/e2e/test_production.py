@@ -120,6 +120,10 @@ def test_broker_lost_mid_burst_loses_nothing_and_doubles_nothing(
         assert_exactly_once(running, sink, burst, pg_url)
         if not emptied:
             assert "stored meanwhile handed over" in running.log("smtp")
+        # the edge and the sweep said the broker was away in a line each, not a traceback
+        edge_and_sweep = running.log("smtp") + running.log("sweeper")
+        assert "the broker is unavailable (" in edge_and_sweep
+        assert "Traceback" not in edge_and_sweep
     finally:
         running.stop()
         proxy.close()

@@ -151,3 +151,24 @@ def test_any_failure_of_the_broker_is_only_logged(error):
         raise error
 
     assert Handoff(enqueue).hand_over(7) is False
+
+
+def test_a_broker_away_is_one_line_and_anything_else_keeps_its_traceback(caplog):
+    import redis.exceptions
+
+    def enqueue_to(error: Exception):
+        def enqueue(inbound_id: int) -> None:
+            raise error
+        return enqueue
+
+    caplog.set_level("WARNING")
+    away = redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. "
+                                            "Connection refused.")
+    Handoff(enqueue_to(away)).hand_over(7)
+    Handoff(enqueue_to(ValueError("a defect"))).hand_over(8)
+    first, second = caplog.records
+    assert (first.levelname, first.exc_info) == ("WARNING", None)
+    assert first.getMessage().startswith("inbound 7 stored but not enqueued; ")
+    assert first.getMessage().endswith(": the broker is unavailable (Error 111 connecting to "
+                                       "127.0.0.1:6379. Connection refused.)")
+    assert second.levelname == "ERROR" and second.exc_info is not None

@@ -1,0 +1,40 @@
+"""A service the gateway needs being away for now: said in one line, not a traceback.
+
+During an outage of the database or the broker every message in flight,
+every handoff pause and every sweep fails the same way; a traceback for
+each buries the log that a person reads to find out what happened and
+when it ended. Anything else (a defect, bad data) keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis.exceptions
+from dramatiq.errors import ConnectionClosed, ConnectionFailed
+
+from gateway.database import unavailable
+
+_BROKER_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                ConnectionClosed, ConnectionFailed)
+
+
+def away(error: BaseException) -> str | None:
+    """Which service is away and why, in one line; ``None`` if ``error`` is not that."""
+    reason = unavailable(error)
+    if reason is not None:
+        return f"the database is unavailable ({reason})"
+    if isinstance(error, _BROKER_AWAY):
+        lines = str(error).strip().splitlines()
+        return f"the broker is unavailable ({lines[0] if lines else type(error).__name__})"
+    return None
+
+
+def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
+    """Log ``message`` with ``error``'s traceback, or, when ``error`` is a service
+    being away, with only which and why, as a warning."""
+    reason = away(error)
+    if reason is None:
+        logger.error(message, *args, exc_info=error)
+    else:
+        logger.warning(message + ": %s", *args, reason)
