@@ -148,31 +148,44 @@ ROW_ID = click.IntRange(1, 2**31 - 1)
 """A row's id as the database can hold it (an integer column on PostgreSQL)."""
 
 
+SCHEMA_ADVICE = {
+    "empty": "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) makes it",
+    "older": "holds an older schema than this release's: helpdesk db upgrade",
+    "newer": "holds a schema from a later release than this one: run that release",
+}
+
+
 @contextmanager
 def _database(ctx: click.Context) -> Iterator[Database]:
     """The configured database for one short command, with one connection.
 
-    A database that cannot be reached, or that holds no gateway yet (an SQLite
-    file not there, a schema not migrated), is one line and exit status 1,
-    not a traceback: ``status`` runs under monitors, which show what it says.
+    A database that cannot be reached, or that holds no gateway of this
+    release (an SQLite file not there, a schema not migrated, or migrated by
+    a later release), is one line and exit status 1, not a traceback:
+    ``status`` runs under monitors, which show what it says. Nothing is
+    created or locked for the asking.
     """
     from sqlalchemy.engine import make_url
 
-    from gateway.database import Database, is_current, unavailable
+    from gateway.database import Database, schema_state, unavailable
 
     url = command_settings(ctx).database_url
     parsed = make_url(url)
     if (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-            and not Path(parsed.database).exists()):
+            and not parsed.query.get("uri") and not Path(parsed.database).exists()):
         raise click.ClickException(
             f"no database at {parsed.database}: helpdesk serve (or helpdesk db upgrade) "
             "makes it")
+    # Alembic says at INFO which dialect it found, each time it looks.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     database = Database(url, pool_size=1)
     try:
-        if not is_current(database.engine):
+        with database.reading() as connection:
+            state = schema_state(connection)
+        if state != "current":
             raise click.ClickException(
-                f"the database at {parsed.render_as_string(hide_password=True)} does not "
-                "hold this release's schema: helpdesk db upgrade")
+                f"the database at {parsed.render_as_string(hide_password=True)} "
+                f"{SCHEMA_ADVICE[state]}")
         yield database
     except Exception as error:
         reason = unavailable(error)
@@ -277,10 +290,12 @@ def outbox_failed(ctx: click.Context, limit: int) -> None:
     with _database(ctx) as database:
         found, total = failed_mail(database, limit=limit)
     for item in found:
+        reason = " ".join(item.reason.split())  # a multi-line reply on one line
+        if item.handed_over_at is not None:
+            reason += f" (handed to the relay at {_utc(item.handed_over_at)})"
         click.echo(f"{item.id}\t{item.status}\t{_utc(item.created_at)}\t"
                    f"{item.case_number or '-'}\t{item.kind}\t{', '.join(item.recipients)}\t"
-                   f"<{item.message_id}>\t{plural(item.attempts, 'attempt')}\t"
-                   f"{' '.join(item.reason.split())}")  # a multi-line reply on one line
+                   f"<{item.message_id}>\t{plural(item.attempts, 'attempt')}\t{reason}")
     _listed(len(found), total, "no outgoing mail has failed")
 
 

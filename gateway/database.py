@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -315,6 +315,19 @@ def upgrade(engine: Engine) -> None:
 
 def is_current(engine: Engine) -> bool:
     """Whether the schema is at the newest migration."""
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision() == head
+        return schema_state(connection) == "current"
+
+
+def schema_state(connection: Connection) -> Literal["current", "empty", "older", "newer"]:
+    """Where the schema on ``connection`` stands against this release's migrations:
+    current, none at all yet, older (``helpdesk db upgrade`` brings it up), or newer
+    (written by a later release, which this one does not know)."""
+    script = ScriptDirectory.from_config(_alembic_config(connection.engine))
+    revision = MigrationContext.configure(connection).get_current_revision()
+    if revision == script.get_current_head():
+        return "current"
+    if revision is None:
+        return "empty"
+    known = {migration.revision for migration in script.walk_revisions()}
+    return "older" if revision in known else "newer"

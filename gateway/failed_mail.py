@@ -41,6 +41,8 @@ class FailedMail:
     message_id: str
     attempts: int
     reason: str
+    handed_over_at: datetime | None
+    """Of an unconfirmed mail, when it went to the relay: where to look in its log."""
 
 
 def failed_mail(database: Database, *, limit: int = 100) -> tuple[list[FailedMail], int]:
@@ -50,7 +52,7 @@ def failed_mail(database: Database, *, limit: int = 100) -> tuple[list[FailedMai
     query = (
         select(OUTBOX.c.id, OUTBOX.c.status, OUTBOX.c.created_at, CASES.c.number,
                OUTBOX.c.kind, OUTBOX.c.recipients, OUTBOX.c.message_id, OUTBOX.c.attempts,
-               OUTBOX.c.last_error)
+               OUTBOX.c.last_error, OUTBOX.c.sent_at)
         .select_from(OUTBOX.outerjoin(CASES, CASES.c.id == OUTBOX.c.case_id))
         .where(needing)
         .order_by(OUTBOX.c.id)
@@ -59,7 +61,7 @@ def failed_mail(database: Database, *, limit: int = 100) -> tuple[list[FailedMai
     with database.reading() as connection:
         found = [FailedMail(row.id, row.status, row.created_at, row.number, row.kind,
                             list(row.recipients), row.message_id, row.attempts,
-                            row.last_error or "")
+                            row.last_error or "", row.sent_at)
                  for row in connection.execute(query)]
         total = len(found) if len(found) < limit else connection.scalar(
             select(func.count()).select_from(OUTBOX).where(needing))
@@ -71,11 +73,13 @@ def retry(
 ) -> list[int]:
     """Put the failed mails among ``ids`` back as pending, due ``now``, and the
     unconfirmed ones too if ``unconfirmed``; returns those put back (any other
-    id is left as it is: a sent mail never goes again)."""
+    id is left as it is: a sent mail never goes again). Each starts afresh: its
+    attempts and its last error, which the log keeps, are cleared."""
     statuses = OutboxStatus.NEEDS_A_PERSON if unconfirmed else (OutboxStatus.FAILED,)
     return move_by_hand(database, OUTBOX, ids, statuses,
                         status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now,
-                        claim=None, claimed_at=None, sent_at=None, handled_at=now)
+                        claim=None, claimed_at=None, sent_at=None, last_error=None,
+                        handled_at=now)
 
 
 def dismiss(database: Database, ids: Sequence[int], now: datetime) -> list[int]:

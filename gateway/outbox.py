@@ -189,21 +189,26 @@ def _sent(now: datetime) -> dict[str, object]:
 
 
 RECORD_SENT_WITHIN = 20.0
-"""Seconds to go on trying to record "sent" for a mail the relay took after the
-commit that was to record it failed (the database went away at that moment).
+"""Seconds to go on trying to record what became of a mail handed to the relay
+when the database is away at that moment (the COMMIT of "sent" failed).
 
 Given up sooner, the row would be sent again once the database is back: the
-customer would get the mail twice. Kept well within the recovery sweep's
-``stale_after`` (60 s by default), after which a claim is taken for a dead
-sender's and released, and the mail would go again all the same."""
+customer would get the mail twice. The claim is then as old as the mail's
+handover, plus the COMMIT's own wait (``commit_right_after``, 30 s at most),
+plus this: within the recovery sweep's ``stale_after`` (60 s by default),
+after which a claim is taken for a dead sender's and released, for any mail
+handed over in under ten seconds."""
+
+AWAITING_THE_RELAY = ("handed to the relay while the database was away; the relay's "
+                      "answer to it was never recorded")
+"""Why a row is unconfirmed while its sender waits for the relay's answer with
+"sent" unrecorded: what a person sees if the sender stops meanwhile."""
 
 
-def _record_handed_over(database: Database, claimed: Claimed, **values: object) -> bool:
-    """Record ``values`` on a row whose mail went to the relay (sent, or
-    unconfirmed), trying again while the database is unavailable, for up to
-    ``RECORD_SENT_WITHIN``; raises the last error if it stays away (the row
-    then goes again: at least once, never lost). False if the row is no
-    longer ours."""
+def _record_patiently(database: Database, claimed: Claimed, **values: object) -> bool:
+    """Record ``values`` on a row whose mail went to the relay, trying again while
+    the database is unavailable, for up to ``RECORD_SENT_WITHIN``; raises the
+    last error if it stays away. False if the row is no longer ours."""
     status = values["status"]
     deadline = time.monotonic() + RECORD_SENT_WITHIN
     pause = 0.25
@@ -212,17 +217,36 @@ def _record_handed_over(database: Database, claimed: Claimed, **values: object) 
             held = _settle(database, claimed, None, **values)
         except Exception as error:
             if unavailable(error) is None or time.monotonic() + pause > deadline:
-                log.error("outbox %s: handed over, but '%s' could not be recorded; it goes "
-                          "again (released to the sending queue, or by the recovery sweep)",
+                log.error("outbox %s: handed to the relay, but '%s' could not be recorded",
                           claimed.id, status)
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 4.0)
             continue
         if not held:  # released as stale meanwhile: another sender may send it again
-            log.error("outbox %s: handed over, but no longer held when '%s' could be "
-                      "recorded; it may go again", claimed.id, status)
+            log.error("outbox %s: handed to the relay, but no longer held when '%s' could "
+                      "be recorded; it may go again", claimed.id, status)
         return held
+
+
+def _outcome(
+    delivery: Delivery, claimed: Claimed, now: datetime, max_attempts: int
+) -> tuple[dict[str, object], timedelta | None]:
+    """What to record of ``delivery`` (not aborted), and the delay before the next
+    attempt after a temporary failure."""
+    if delivery.outcome == "sent":
+        return _sent(now), None
+    if delivery.outcome == "unconfirmed":
+        return {"status": OutboxStatus.UNCONFIRMED, "sent_at": now,
+                "last_error": delivery.detail}, None
+    if delivery.outcome == "temporary" and claimed.attempts < max_attempts:
+        delay = retry_delay(claimed.attempts)
+        return {"status": OutboxStatus.PENDING, "claim": None, "next_attempt_at": now + delay,
+                "last_error": delivery.detail, "sent_at": None}, delay
+    reason = delivery.detail
+    if delivery.outcome == "temporary":
+        reason = f"gave up after {claimed.attempts} attempts: {reason}"
+    return {"status": OutboxStatus.FAILED, "last_error": reason, "sent_at": None}, None
 
 
 def send_claimed(
@@ -235,8 +259,7 @@ def send_claimed(
 ) -> tuple[Delivery | None, timedelta | None]:
     """``send_one`` for a row the caller already holds."""
     outbox_id = claimed.id
-    released = False
-    unrecorded: Exception | None = None
+    released = unrecorded = False
 
     def commit_sent(release: Callable[[], None]) -> bool:
         nonlocal unrecorded
@@ -251,41 +274,37 @@ def send_claimed(
         except Exception as error:
             if not released:
                 raise  # nothing went: the relay drops a transaction without its end
-            # The mail went; the relay's reply to it says whether it was taken.
-            unrecorded = error
+            # The mail went, and "sent" may not be recorded. Until the relay's answer
+            # says what became of it, the row must not look abandoned: the sweep
+            # releases a claim as old as that wait may make it, and it would go again.
+            log.warning("outbox %s: handed over, but 'sent' could not be recorded: %s",
+                        outbox_id, unavailable(error) or repr(error))
+            unrecorded = True
+            try:
+                _record_patiently(database, claimed, status=OutboxStatus.UNCONFIRMED,
+                                  sent_at=now, last_error=AWAITING_THE_RELAY)
+            except Exception:
+                log.error("outbox %s: the database stays away; the mail goes again (released "
+                          "to the sending queue, or by the recovery sweep)", outbox_id)
+                raise
             return True
 
     delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
-    if unrecorded is not None:
-        log.warning("outbox %s: handed over, but 'sent' could not be recorded: %s",
-                    outbox_id, unavailable(unrecorded) or repr(unrecorded))
-        if delivery.outcome == "sent" and _record_handed_over(database, claimed, **_sent(now)):
-            log.info("outbox %s: 'sent' recorded after all", outbox_id)
-        # else the relay refused it, or did not answer: recorded below, over the
-        # commit that may or may not have been made
+    if delivery.outcome == "aborted":
+        return delivery, None
+    values, delay = _outcome(delivery, claimed, now, max_attempts)
+    if unrecorded or delivery.outcome == "unconfirmed":
+        if _record_patiently(database, claimed, **values) and unrecorded:
+            log.info("outbox %s: '%s' recorded after all", outbox_id, values["status"])
+    elif delivery.outcome != "sent":  # "sent" was committed with the final dot
+        _settle(database, claimed, None, **values)
     if delivery.refused:
         _record_refused(database, claimed, delivery)
-    if delivery.outcome in ("sent", "aborted"):
-        return delivery, None
     if delivery.outcome == "unconfirmed":
-        # Over the "sent" just committed (or not, if that commit failed): sending it
-        # again might deliver it twice, and only the relay's log can tell.
-        _record_handed_over(database, claimed, status=OutboxStatus.UNCONFIRMED,
-                            sent_at=now, last_error=delivery.detail)
         log.error("outbox %s: %s; it may have been delivered, and is not sent again "
                   "by itself (helpdesk outbox failed)", outbox_id, delivery.detail)
-        return delivery, None
-    if delivery.outcome == "temporary" and claimed.attempts < max_attempts:
-        delay = retry_delay(claimed.attempts)
-        _settle(
-            database, claimed, status=OutboxStatus.PENDING, claim=None,
-            next_attempt_at=now + delay, last_error=delivery.detail, sent_at=None,
-        )
+    elif delivery.outcome == "temporary" and delay is not None:
         log.warning("outbox %s: %s; retry in %s", outbox_id, delivery.detail, delay)
-        return delivery, delay
-    reason = delivery.detail
-    if delivery.outcome == "temporary":
-        reason = f"gave up after {claimed.attempts} attempts: {reason}"
-    _settle(database, claimed, status=OutboxStatus.FAILED, last_error=reason, sent_at=None)
-    log.error("outbox %s failed: %s", outbox_id, reason)
-    return delivery, None
+    elif delivery.outcome != "sent":
+        log.error("outbox %s failed: %s", outbox_id, values["last_error"])
+    return delivery, delay

@@ -20,9 +20,12 @@ refusal over the commit. If its answer never comes (the connection breaks,
 the wait times out), the mail may or may not have been taken: the delivery
 is ``unconfirmed``, and the caller keeps it from going again by itself
 (RFC 5321 §4.5.3.2.6 warns of exactly this duplicate). If the database
-fails the COMMIT (it went away between the two writes), the relay's reply
-is still read: a mail it took is recorded as sent once the database answers
-again, within ``outbox.RECORD_SENT_WITHIN``, rather than sent a second time.
+fails the COMMIT (it went away between the two writes), the row is marked
+unconfirmed once it answers again, within ``outbox.RECORD_SENT_WITHIN``, so
+that the recovery sweep leaves it alone; then the relay's reply is read and
+recorded over it (a mail it took as sent), rather than sent a second time.
+The reply to the end of a mail is awaited for ``end_of_data_timeout``; a
+2xx is sent, a 4xx or 5xx a refusal, and no SMTP reply at all unconfirmed.
 
 A relay may refuse some recipients of a mail and take it for the others.
 The mail is then sent, and the refusals come back with the delivery for the
@@ -340,9 +343,15 @@ class SmtpRelay:
         except (OSError, smtplib.SMTPException) as error:
             return Delivery("unconfirmed", f"relay {self.host}:{self.port} did not answer "
                                            f"the end of the mail: {error}")
-        if code != 250:
+        if 200 <= code < 300:
+            return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}", _named(refused))
+        if 400 <= code < 600:
             return _reply(code, text)
-        return Delivery("sent", f"{code} {text.decode('utf-8', 'replace')}", _named(refused))
+        # No SMTP answer to the end of a mail (smtplib's -1 for a line without a code):
+        # whether the relay took it, nobody can say.
+        return Delivery("unconfirmed", f"relay {self.host}:{self.port} answered the end of "
+                                       f"the mail with no SMTP reply: "
+                                       f"{code} {text.decode('utf-8', 'replace')}")
 
 
 def _goodbye(smtp: smtplib.SMTP) -> None:

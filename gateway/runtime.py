@@ -51,6 +51,7 @@ def make_transport(settings: Settings) -> Transport:
     return SmtpRelay(
         relay.host, relay.port, tls=relay.tls, username=relay.username,
         password=relay.password, timeout=relay.timeout,
+        end_of_data_timeout=relay.end_of_data_timeout,
         local_hostname=settings.smtp.hostname or socket.getfqdn(),
     )
 

@@ -143,6 +143,13 @@ class RelaySettings(_Section):
     username: str = ""
     password: str = ""
     timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for the relay to connect, or to answer a command."""
+    end_of_data_timeout: float = Field(default=600.0, gt=0)
+    """Seconds to wait for the relay's answer to the end of a mail (RFC 5321
+    §4.5.3.2.6, and Postfix's smtp_data_done_timeout: ten minutes). It may be
+    scanning or queueing the mail; a mail whose answer never comes is
+    recorded as unconfirmed, for a person, since the relay may have taken it.
+    Never shorter than ``timeout``."""
     max_attempts: int = Field(default=12, ge=1)
     """Temporary failures are retried with exponential backoff this many times."""
 

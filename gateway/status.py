@@ -128,12 +128,12 @@ def needs_a_person(backlog: Backlog, now: datetime, longest_wait: timedelta) -> 
     late = describe_duration(longest_wait)
     ask = "are the workers, and the broker or the recovery sweep, running?"
     if _waited(backlog.inbound, now) > longest_wait:
-        found.append(f"mail stored over {late} ago is not processed yet "
+        found.append(f"mail has waited over {late} to be processed "
                      f"({backlog.inbound.count} waiting in all): {ask}")
     if _waited(backlog.outgoing, now) > longest_wait:
         where = (f"the relay's last answer to the oldest: {backlog.oldest_error}"
                  if backlog.oldest_error else ask)
-        found.append(f"outgoing mail made over {late} ago is not sent yet "
+        found.append(f"outgoing mail has waited over {late} to be sent "
                      f"({backlog.outgoing.count} waiting in all): {where}")
     if backlog.quarantined:
         found.append(f"{plural(backlog.quarantined, 'quarantined mail')}: "

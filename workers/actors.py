@@ -31,9 +31,10 @@ from dramatiq.common import dq_name
 from gateway.clock import utcnow
 from gateway.database import unavailable
 from gateway.outages import log_failure
-from gateway.outbox import Claimed, release, send_claimed, send_one
+from gateway.outbox import RECORD_SENT_WITHIN, Claimed, release, send_claimed, send_one
 from gateway.pipeline import process_inbound
 from gateway.runtime import Runtime
+from gateway.settings import RelaySettings
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,24 @@ class RelayTrouble:
         self._until = self._clock() + self.HOLD_SECONDS
 
 
+def time_limit_ms(relay: RelaySettings) -> int:
+    """How long an actor may run before Dramatiq stops it, in milliseconds.
+
+    Dramatiq stops an actor past its time limit (ten minutes unless told) by
+    raising in its thread, wherever it is. Between a mail's final dot and the
+    record of what became of it, that would leave the row saying "sent" for
+    a mail the relay may have refused. So the limit is above the longest a
+    send can take: each exchange with the relay up to ``relay.timeout``
+    (about a dozen, with STARTTLS, a login and one reconnection), its answer
+    to the end of the mail up to ``relay.end_of_data_timeout``, the database's
+    waits to record it (a COMMIT's 30 s, ``RECORD_SENT_WITHIN`` twice), and a
+    minute for processing the mail before its acknowledgement goes.
+    """
+    seconds = (relay.end_of_data_timeout + 16 * relay.timeout + 30 + 2 * RECORD_SENT_WITHIN
+               + 60)
+    return int(seconds * 1000)
+
+
 @contextmanager
 def _retried_if_unavailable(kind: str, item_id: int) -> Iterator[None]:
     """An unavailable database (``gateway.database.unavailable``) fails the
@@ -127,7 +146,7 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
         else:
             delivery, delay = send_claimed(runtime.database, runtime.transport, claimed,
                                            utcnow(), max_attempts=max_attempts)
-        if delivery is not None and delivery.outcome == "temporary":
+        if delivery is not None and delivery.outcome in ("temporary", "unconfirmed"):
             trouble.seen()
         if delay is not None:
             dispatcher.send(outbox_id, delay)
@@ -162,7 +181,10 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
         with _retried_if_unavailable("outbox", outbox_id):
             deliver(outbox_id)
 
-    retries: dict[str, Any] = {"max_retries": 8, "min_backoff": 500, "max_backoff": 30_000}
+    retries: dict[str, Any] = {
+        "max_retries": 8, "min_backoff": 500, "max_backoff": 30_000,
+        "time_limit": time_limit_ms(runtime.settings.relay),
+    }
     actors = Actors(
         process_inbound=dramatiq.actor(
             broker=broker, actor_name="process_inbound", queue_name=INBOUND_QUEUE, **retries

@@ -7,6 +7,7 @@ read off its queues; the actors are called directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,8 +15,10 @@ from datetime import timedelta
 
 import dramatiq
 import pytest
+from aiosmtpd.controller import Controller
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
+from dramatiq.middleware import TimeLimit
 
 from gateway.clock import utcnow
 from gateway.database import upgrade
@@ -111,6 +114,58 @@ def test_processing_leaves_the_relay_alone_for_a_while_after_it_failed(
     assert (tried.status, tried.attempts) == (OutboxStatus.PENDING, 1)
     assert "relay 127.0.0.1" in (tried.last_error or "")
     assert queued(broker, dq_name(OUTBOX_QUEUE)) == [tried.id]
+    assert (untried.status, untried.attempts) == (OutboxStatus.PENDING, 0)
+    assert queued(broker, OUTBOX_QUEUE) == [untried.id]
+
+
+class SilentAfterTheEnd:
+    """A relay that takes the whole mail and never answers its end."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.received += 1
+        await asyncio.sleep(3600)  # cancelled when the controller stops
+        return "250 OK"
+
+
+def test_a_relay_silent_after_the_end_is_waited_out_whatever_dramatiqs_time_limit(tmp_path):
+    # Given a broker whose actors Dramatiq would stop after 1.5 s unless told otherwise,
+    # and a relay that never answers the end of a mail, waited for 2 s
+    broker = StubBroker()
+    [limit] = [m for m in broker.middleware if isinstance(m, TimeLimit)]
+    limit.time_limit, limit.interval = 1500, 100
+    broker.emit_after("process_boot")
+    handler = SilentAfterTheEnd()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    runtime = build_runtime(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST="127.0.0.1", HELPDESK_RELAY_PORT=str(controller.port),
+        HELPDESK_RELAY_TIMEOUT="0.5", HELPDESK_RELAY_END_OF_DATA_TIMEOUT="2",
+    ))
+    upgrade(runtime.engine)
+    dispatch = declare(broker, runtime)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        # When a mail is processed by a worker, and a second one a moment later
+        first, second = arrive(runtime, "[P1] One"), arrive(runtime, "[P1] Two")
+        dispatch.actors.process_inbound.send(first)
+        broker.join(INBOUND_QUEUE, fail_fast=True)
+        worker.stop()
+        dispatch.actors.process_inbound(second)
+    finally:
+        worker.stop()
+        controller.stop()
+        runtime.close()
+    # Then the first acknowledgement is recorded as unconfirmed (not left "sent" by
+    # an actor stopped mid-wait), sent to the relay once
+    unconfirmed, untried = outbox(runtime)
+    assert unconfirmed.status == OutboxStatus.UNCONFIRMED, unconfirmed.last_error
+    assert "did not answer the end of the mail" in (unconfirmed.last_error or "")
+    assert handler.received == 1
+    # And the second waits on the sending queue: the relay is left alone for a while
     assert (untried.status, untried.attempts) == (OutboxStatus.PENDING, 0)
     assert queued(broker, OUTBOX_QUEUE) == [untried.id]
 

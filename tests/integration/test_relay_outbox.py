@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -435,13 +436,124 @@ def test_commit_lost_after_the_dot_for_longer_than_the_wait_goes_again(
     assert len(sink.wait_for(1, timeout=5)) == 1
     monkeypatch.undo()
     assert row(database, outbox_id).status == OutboxStatus.SENDING
-    assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded; it goes again" \
-        in caplog.text
+    assert f"outbox {outbox_id}: handed over, but 'sent' could not be recorded" in caplog.text
+    assert f"outbox {outbox_id}: the database stays away; the mail goes again" in caplog.text
     # And once recovered it goes again: at least once, never lost
     sweep(database, Recorder(), T0 + timedelta(seconds=1), timedelta(0))
     again, _ = send(database, relay_to(sink), outbox_id, T0 + timedelta(seconds=1))
     assert again is not None and again.outcome == "sent"
     assert len(sink.wait_for(2, timeout=5)) == 2
+
+
+class AnsweringLate:
+    """A relay that takes every mail and answers its end after ``delay`` seconds."""
+
+    def __init__(self, delay: float, reply: str = "250 OK") -> None:
+        self.delay, self.reply = delay, reply
+        self.received: list[bytes] = []
+        self.took = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.received.append(envelope.original_content)
+        self.took.set()
+        await asyncio.sleep(self.delay)
+        return self.reply
+
+
+@contextlib.contextmanager
+def relay_answering_late(delay: float, reply: str = "250 OK") -> Iterator[
+        tuple[AnsweringLate, SmtpRelay]]:
+    handler = AnsweringLate(delay, reply)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    relay = SmtpRelay("127.0.0.1", controller.port, timeout=5, end_of_data_timeout=10)
+    try:
+        yield handler, relay
+    finally:
+        relay.close()
+        controller.stop()
+
+
+def test_commit_lost_after_the_dot_keeps_the_row_from_the_sweep_while_the_relay_answers(
+    database, monkeypatch, caplog
+):
+    # Given a database that fails to commit "sent" just after the dot (and is back at
+    # once), and a relay that takes its time to answer the end of the mail
+    caplog.set_level(logging.INFO, logger="gateway.outbox")
+    outbox_id = queue(database)
+    losing_the_commit_after_the_dot(monkeypatch, database, stays_away=False)
+    with relay_answering_late(1.5) as (handler, relay):
+        sent: list[tuple[Delivery | None, timedelta | None]] = []
+        sender = threading.Thread(target=lambda: sent.append(send(database, relay, outbox_id)))
+        sender.start()
+        assert handler.took.wait(5)
+        # When the recovery sweep runs while the sender waits, long after the claim
+        waiting = row(database, outbox_id)
+        handed = Recorder()
+        sweep(database, handed, T0 + timedelta(minutes=5), timedelta(seconds=60))
+        sender.join(10)
+    # Then the row was unconfirmed meanwhile, with why, and the sweep left it alone
+    assert (waiting.status, waiting.last_error) == (OutboxStatus.UNCONFIRMED,
+                                                    outbox.AWAITING_THE_RELAY)
+    assert handed.sent == []
+    # And once the relay's 250 came, it is recorded as sent: delivered once
+    [(delivery, _)] = sent
+    assert delivery is not None and delivery.outcome == "sent"
+    assert (row(database, outbox_id).status, row(database, outbox_id).last_error) == (
+        OutboxStatus.SENT, None)
+    assert f"outbox {outbox_id}: 'sent' recorded after all" in caplog.text
+    assert len(handler.received) == 1
+
+
+def test_a_refusal_after_a_commit_whose_answer_was_lost_is_recorded_when_the_database_is_back(
+    database, monkeypatch
+):
+    # Given a COMMIT of "sent" that is made but whose answer is lost, a database away for
+    # a moment after it, and a relay that refuses the mail's end with a 451
+    real_commit, real_connect = outbox.commit_right_after, database.connect
+    back_at: list[float] = []
+
+    def made_but_lost(connection, step) -> None:
+        real_commit(connection, step)
+        monkeypatch.setattr(outbox, "commit_right_after", real_commit)
+        back_at.append(time.monotonic() + 1.0)
+        raise OperationalError("COMMIT", None, Exception("server closed the connection"))
+
+    def connect():
+        if back_at and time.monotonic() < back_at[0]:
+            raise OperationalError("connect", None, Exception("connection refused"))
+        return real_connect()
+
+    monkeypatch.setattr(outbox, "commit_right_after", made_but_lost)
+    monkeypatch.setattr(database, "connect", connect)
+    outbox_id = queue(database)
+    with relay_answering_late(0.0, "451 4.3.0 try later") as (_, relay):
+        # When the row is sent
+        delivery, delay = send(database, relay, outbox_id)
+    # Then the refusal is recorded over the "sent" once the database is back: retried later
+    assert delivery == Delivery("temporary", "451 4.3.0 try later")
+    assert delay == timedelta(seconds=30)
+    waiting = row(database, outbox_id)
+    assert (waiting.status, waiting.next_attempt_at, waiting.sent_at) == (
+        OutboxStatus.PENDING, T0 + delay, None)
+
+
+@pytest.mark.parametrize(("reply", "outcome", "kept"), [
+    ("252 2.0.0 queued as 4F2A", "sent", OutboxStatus.SENT),
+    ("hello? 250 OK", "unconfirmed", OutboxStatus.UNCONFIRMED),
+])
+def test_an_odd_answer_to_the_end_of_a_mail_never_sends_it_again(database, reply, outcome, kept):
+    # Given a relay whose answer to the end of a mail is a 2xx other than 250, or no
+    # SMTP reply at all
+    outbox_id = queue(database)
+    with relay_answering_late(0.0, reply) as (handler, relay):
+        # When the row is sent, and tried again later
+        delivery, delay = send(database, relay, outbox_id)
+        assert send(database, relay, outbox_id, T0 + timedelta(days=1)) == (None, None)
+    # Then a 2xx is taken as sent, and no reply as unconfirmed: the relay has it once
+    assert delivery is not None and (delivery.outcome, delay) == (outcome, None)
+    assert row(database, outbox_id).status == kept
+    assert len(handler.received) == 1
 
 
 @pytest.mark.parametrize(("raw", "arrives"), [

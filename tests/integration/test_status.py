@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from gateway.cli import main
 from gateway.clock import utcnow
 from gateway.compose import Identity, build_mail
+from gateway.database import Database, upgrade
 from gateway.inbound import accept
 from gateway.models import INBOUND, OUTBOX, InboundStatus, OutboxStatus
 from gateway.outbox import add_to_outbox, claim_token
@@ -109,9 +111,9 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
         "needs a person:",
     ]
     assert lines[3:] == [
-        "  - mail stored over 10 minutes ago is not processed yet (2 waiting in all): "
+        "  - mail has waited over 10 minutes to be processed (2 waiting in all): "
         "are the workers, and the broker or the recovery sweep, running?",
-        "  - outgoing mail made over 10 minutes ago is not sent yet (3 waiting in all): "
+        "  - outgoing mail has waited over 10 minutes to be sent (3 waiting in all): "
         "the relay's last answer to the oldest: 421 4.3.2 Try again later",
         "  - 1 quarantined mail: helpdesk quarantine list",
         "  - 1 failed outgoing mail: helpdesk outbox failed",
@@ -191,7 +193,8 @@ def test_a_database_without_the_gateway_is_one_line_and_exit_1_and_stays_as_it_w
     missing = tmp_path / "nowhere" / "helpdesk.sqlite3"
     for url, said in ((f"sqlite:///{missing}", f"Error: no database at {missing}: "
                                                 "helpdesk serve (or helpdesk db upgrade) makes it"),
-                      (pg_url, "does not hold this release's schema: helpdesk db upgrade")):
+                      (pg_url, "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) "
+                               "makes it")):
         env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url}
         for command in (["status"], ["quarantine", "list"], ["outbox", "retry", "1"]):
             result = CliRunner().invoke(main, command, env=env)
@@ -210,3 +213,38 @@ def test_an_id_no_row_can_have_is_refused_before_the_database_is_asked(
         result = helpdesk(*command, "1", "99999999999")
         assert result.exit_code == 2, result.output
         assert "99999999999 is not in the range 1<=x<=2147483647" in result.output
+
+
+def test_a_database_from_a_later_release_is_not_to_be_upgraded_by_this_one(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    with runtime.database.transaction() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    result = helpdesk_on(runtime, monkeypatch, tmp_path)("status")
+    assert result.exit_code == 1
+    assert result.output.rstrip().endswith(
+        "holds a schema from a later release than this one: run that release")
+
+
+def test_status_reads_an_sqlite_database_while_a_writer_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Given an embedded database with a writer in the middle of a transaction
+    path = tmp_path / "busy.sqlite3"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database.engine)
+    database.dispose()
+    writer = sqlite3.connect(path, timeout=0)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE alembic_version SET version_num = version_num")
+    try:
+        # When a monitor asks how the gateway is doing
+        monkeypatch.chdir(tmp_path)
+        result = CliRunner().invoke(main, ["status"], env={
+            "HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": f"sqlite:///{path}"})
+    finally:
+        writer.rollback()
+        writer.close()
+    # Then it reads beside the writer, as WAL allows, rather than queue for its lock
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "nothing needs a person"

@@ -32,12 +32,12 @@ def test_late_outgoing_mail_says_the_relays_last_answer_when_there_is_one():
     late = Waiting(2, NOW - timedelta(hours=2))
     untried = needs_a_person(replace(IDLE, outgoing=late, due=2), NOW, timedelta(minutes=10))
     assert untried == [
-        "outgoing mail made over 10 minutes ago is not sent yet (2 waiting in all): "
+        "outgoing mail has waited over 10 minutes to be sent (2 waiting in all): "
         "are the workers, and the broker or the recovery sweep, running?",
     ]
     refused = replace(IDLE, outgoing=late, retrying=2, oldest_error="421 4.3.2 Try again later")
     assert needs_a_person(refused, NOW, timedelta(minutes=10)) == [
-        "outgoing mail made over 10 minutes ago is not sent yet (2 waiting in all): "
+        "outgoing mail has waited over 10 minutes to be sent (2 waiting in all): "
         "the relay's last answer to the oldest: 421 4.3.2 Try again later",
     ]
 
@@ -45,9 +45,11 @@ def test_late_outgoing_mail_says_the_relays_last_answer_when_there_is_one():
 def test_a_short_longest_wait_is_said_in_seconds():
     found = replace(IDLE, inbound=Waiting(1, NOW - timedelta(minutes=1)))
     [line] = needs_a_person(found, NOW, timedelta(seconds=30))
-    assert line.startswith("mail stored over 30 seconds ago is not processed yet")
+    assert line.startswith("mail has waited over 30 seconds to be processed")
     [line] = needs_a_person(found, NOW + timedelta(minutes=1), timedelta(seconds=90))
-    assert line.startswith("mail stored over 1 minute 30 seconds ago")
+    assert line.startswith("mail has waited over 1 minute 30 seconds")
+    [line] = needs_a_person(found, NOW, timedelta(seconds=0.5))
+    assert line.startswith("mail has waited over 0.5 seconds")
 
 
 def test_failed_and_unconfirmed_mail_need_a_person_whatever_their_age():
