@@ -167,17 +167,17 @@ def _database(ctx: click.Context) -> Iterator[Database]:
     """
     from sqlalchemy.engine import make_url
 
-    from gateway.database import Database, schema_state, unavailable
+    from gateway.database import Database, schema_state, sqlite_path, unavailable
 
     url = command_settings(ctx).database_url
     parsed = make_url(url)
-    if (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-            and not parsed.query.get("uri") and not Path(parsed.database).exists()):
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
         raise click.ClickException(
-            f"no database at {parsed.database}: helpdesk serve (or helpdesk db upgrade) "
-            "makes it")
-    # Alembic says at INFO which dialect it found, each time it looks.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+            f"no database at {path}: helpdesk serve (or helpdesk db upgrade) makes it")
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # unless --verbose
+        # Alembic says at INFO which dialect it found, each time it looks.
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     database = Database(url, pool_size=1)
     try:
         with database.reading() as connection:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from alembic import command
 from alembic.config import Config
@@ -32,8 +33,9 @@ def make_engine(url: str, *, pool_size: int = 10, autocommit: bool = False) -> E
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         writers = _WriterQueue()
         event.listen(engine, "connect", _sqlite_on_connect)
@@ -49,6 +51,23 @@ def make_engine(url: str, *, pool_size: int = 10, autocommit: bool = False) -> E
     event.listen(engine, "checkin", pinger.checkin)
     event.listen(engine, "checkout", pinger.checkout)
     return engine
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite database URL (a ``file:`` URI's too, with ``uri=true``);
+    ``None`` for another database, or one in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    name = parsed.database
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1", "yes", "on"):
+        if not name.startswith("file:"):
+            return Path(name)
+        location = urlsplit(name)
+        if parsed.query.get("mode") == "memory" or location.path in ("", ":memory:"):
+            return None
+        return Path(unquote(location.path))
+    return None if name == ":memory:" else Path(name)
 
 
 class _PingWhenIdle:
@@ -221,6 +240,15 @@ def move_by_hand(
         ))
 
 
+_SQLITE_NOT_NOW = frozenset({
+    5, 6,  # SQLITE_BUSY, SQLITE_LOCKED: another writer holds it
+    7, 9,  # SQLITE_NOMEM, SQLITE_INTERRUPT
+    8, 10, 13, 14, 15,  # READONLY, IOERR, FULL, CANTOPEN, PROTOCOL: the file or its disk
+    17,  # SQLITE_SCHEMA: the schema changed under a prepared statement
+})
+"""SQLite's primary result codes that mean "not now" rather than a defect."""
+
+
 def unavailable(error: BaseException) -> str | None:
     """The reason in one line when ``error`` says the database cannot do the work
     now (unreachable, restarting, out of connections, a lock timeout or a
@@ -235,6 +263,9 @@ def unavailable(error: BaseException) -> str | None:
         return None
     if not (isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated):
         return None
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF not in _SQLITE_NOT_NOW:
+        return None  # SQLite says OperationalError of defects too: "no such table"
     lines = str(error.orig if error.orig is not None else error).strip().splitlines()
     return lines[0] if lines else type(error.orig).__name__
 

@@ -152,6 +152,11 @@ class OutboxStatus:
     SENT = "sent"
     FAILED = "failed"
     """Refused for good (5xx) or out of attempts; ``last_error`` says why."""
+    AWAITING = "awaiting"
+    """Handed to the relay whole; its answer to the end of the mail is slow to
+    come, and its sender waits for it (``relay.end_of_data_timeout``). Left
+    alone by the recovery sweep for that long; after, its sender has stopped,
+    and the sweep makes it unconfirmed, for a person."""
     UNCONFIRMED = "unconfirmed"
     """Handed to the relay whole, and its answer never came: it may have taken
     the mail. Never sent again by itself; a person looks in the relay's log

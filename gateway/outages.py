@@ -16,7 +16,16 @@ from dramatiq.errors import ConnectionClosed, ConnectionFailed
 from gateway.database import unavailable
 
 _BROKER_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
+                redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
                 ConnectionClosed, ConnectionFailed)
+"""Redis unreachable, restarting, loading, failing over (a replica is read-only
+until it is promoted), out of memory; and Dramatiq's own words for those."""
+_BROKER_REFUSES = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+"""A login refused: the settings are wrong, and nothing mends it by waiting."""
+_BROKER_AWAY_REPLIES = ("MISCONF", "MASTERDOWN", "LOADING")
+"""Redis's error replies that mean "not now" (MISCONF: it cannot save, and takes no
+writes until it can) without a class of their own in redis-py."""
 
 
 def away(error: BaseException) -> str | None:
@@ -24,7 +33,12 @@ def away(error: BaseException) -> str | None:
     reason = unavailable(error)
     if reason is not None:
         return f"the database is unavailable ({reason})"
-    if isinstance(error, _BROKER_AWAY):
+    if isinstance(error, _BROKER_REFUSES):
+        return None
+    if isinstance(error, _BROKER_AWAY) or (
+        isinstance(error, redis.exceptions.ResponseError)
+        and str(error).startswith(_BROKER_AWAY_REPLIES)
+    ):
         lines = str(error).strip().splitlines()
         return f"the broker is unavailable ({lines[0] if lines else type(error).__name__})"
     return None

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, bindparam, insert, update
 from gateway.compose import Outgoing
 from gateway.database import Database, commit_right_after, new_id, unavailable
 from gateway.models import OUTBOX, OutboxStatus
+from gateway.outages import log_failure
 from gateway.relay import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,9 @@ def _record_refused(database: Database, claimed: Claimed, delivery: Delivery) ->
     log.warning("outbox %s: sent, but refused for %s", claimed.id, refused)
     try:
         _settle(database, claimed, last_error=f"refused for some recipients: {refused}"[:2000])
-    except Exception:  # the mail is sent and recorded as sent; only the note is lost
-        log.exception("outbox %s: the refused recipients could not be recorded", claimed.id)
+    except Exception as error:  # the mail is sent and recorded as sent; only the note is lost
+        log_failure(log, error, "outbox %s: the refused recipients could not be recorded",
+                    claimed.id)
 
 
 def _sent(now: datetime) -> dict[str, object]:
@@ -199,10 +201,9 @@ plus this: within the recovery sweep's ``stale_after`` (60 s by default),
 after which a claim is taken for a dead sender's and released, for any mail
 handed over in under ten seconds."""
 
-AWAITING_THE_RELAY = ("handed to the relay while the database was away; the relay's "
-                      "answer to it was never recorded")
-"""Why a row is unconfirmed while its sender waits for the relay's answer with
-"sent" unrecorded: what a person sees if the sender stops meanwhile."""
+SENDER_STOPPED = ("handed to the relay, whose answer to its end was still awaited when its "
+                  "sender stopped: the answer was never recorded")
+"""Why an awaiting row became unconfirmed (``abandoned_waits``)."""
 
 
 def _record_patiently(database: Database, claimed: Claimed, **values: object) -> bool:
@@ -259,10 +260,10 @@ def send_claimed(
 ) -> tuple[Delivery | None, timedelta | None]:
     """``send_one`` for a row the caller already holds."""
     outbox_id = claimed.id
-    released = unrecorded = False
+    released = awaiting = unrecorded = False
 
     def commit_sent(release: Callable[[], None]) -> bool:
-        nonlocal unrecorded
+        nonlocal awaiting, unrecorded
 
         def let_go() -> None:
             nonlocal released
@@ -281,22 +282,42 @@ def send_claimed(
                         outbox_id, unavailable(error) or repr(error))
             unrecorded = True
             try:
-                _record_patiently(database, claimed, status=OutboxStatus.UNCONFIRMED,
-                                  sent_at=now, last_error=AWAITING_THE_RELAY)
+                _record_patiently(database, claimed, status=OutboxStatus.AWAITING, sent_at=now)
             except Exception:
                 log.error("outbox %s: the database stays away; the mail goes again (released "
                           "to the sending queue, or by the recovery sweep)", outbox_id)
                 raise
+            awaiting = True
             return True
 
-    delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent)
+    def waiting() -> None:
+        """The relay is slow to answer: a sender stopped now must not leave "sent"."""
+        nonlocal awaiting
+        if awaiting:
+            return
+        try:
+            _record_patiently(database, claimed, status=OutboxStatus.AWAITING, sent_at=now)
+            awaiting = True
+        except Exception:  # the wait goes on; only a stop meanwhile would leave "sent"
+            log.error("outbox %s: could not record that the relay's answer is awaited",
+                      outbox_id)
+
+    delivery = transport.deliver(claimed.sender, claimed.recipients, claimed.raw, commit_sent,
+                                 waiting)
     if delivery.outcome == "aborted":
         return delivery, None
     values, delay = _outcome(delivery, claimed, now, max_attempts)
-    if unrecorded or delivery.outcome == "unconfirmed":
-        if _record_patiently(database, claimed, **values) and unrecorded:
-            log.info("outbox %s: '%s' recorded after all", outbox_id, values["status"])
-    elif delivery.outcome != "sent":  # "sent" was committed with the final dot
+    if delivery.outcome == "sent" and not awaiting:
+        pass  # committed with the final dot
+    elif released:  # the mail's end went: what the relay answered must not be lost
+        try:
+            if _record_patiently(database, claimed, **values) and unrecorded:
+                log.info("outbox %s: '%s' recorded after all", outbox_id, values["status"])
+        except Exception:
+            log.error("outbox %s: the relay answered %s, and the database stays away: the "
+                      "row still says what it said before", outbox_id, delivery.detail)
+            raise
+    else:
         _settle(database, claimed, None, **values)
     if delivery.refused:
         _record_refused(database, claimed, delivery)
@@ -308,3 +329,22 @@ def send_claimed(
     elif delivery.outcome != "sent":
         log.error("outbox %s failed: %s", outbox_id, values["last_error"])
     return delivery, delay
+
+
+def abandoned_waits(database: Database, now: datetime, awaited_for: timedelta) -> list[int]:
+    """Make unconfirmed the rows awaiting the relay's answer since longer than any
+    sender waits (``awaited_for``): their sender stopped (a kill, a restart),
+    and whether the relay took the mail only its log can say. Run by the
+    recovery sweep; returns the rows it changed."""
+    with database.transaction() as connection:
+        changed = sorted(connection.scalars(
+            update(OUTBOX)
+            .where(OUTBOX.c.status == OutboxStatus.AWAITING,
+                   OUTBOX.c.sent_at <= now - awaited_for)
+            .values(status=OutboxStatus.UNCONFIRMED, last_error=SENDER_STOPPED)
+            .returning(OUTBOX.c.id)
+        ))
+    if changed:
+        log.error("outbox %s: %s; not sent again by itself (helpdesk outbox failed)",
+                  ", ".join(map(str, changed)), SENDER_STOPPED)
+    return changed

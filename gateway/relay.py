@@ -26,6 +26,11 @@ that the recovery sweep leaves it alone; then the relay's reply is read and
 recorded over it (a mail it took as sent), rather than sent a second time.
 The reply to the end of a mail is awaited for ``end_of_data_timeout``; a
 2xx is sent, a 4xx or 5xx a refusal, and no SMTP reply at all unconfirmed.
+A relay that has not answered within ``SLOW_ANSWER_SECONDS`` is slow (a
+content filter): the caller is told (``waiting``) and records the row as
+awaiting the answer, so that a sender stopped during the wait leaves it
+for a person instead of "sent". Only a stop within that second leaves
+"sent" on a mail the relay then refuses.
 
 A relay may refuse some recipients of a mail and take it for the others.
 The mail is then sent, and the refusals come back with the delivery for the
@@ -42,6 +47,7 @@ import hashlib
 import logging
 import os
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -75,9 +81,17 @@ class Delivery:
     each with its reply (``"bob@example.org: 550 5.1.1 no such user"``)."""
 
 
+Waiting = Callable[[], None]
+"""Called when the relay has not answered the end of a mail within
+``SmtpRelay.SLOW_ANSWER_SECONDS``, before the wait goes on: the caller records
+that the answer is awaited, so that a sender stopped meanwhile leaves the
+row for a person rather than "sent"."""
+
+
 class Transport(Protocol):
     def deliver(
-        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint,
+        waiting: Waiting | None = None,
     ) -> Delivery: ...
 
     def close(self) -> None: ...
@@ -168,6 +182,9 @@ class SmtpRelay:
     """An idle connection older than this is closed rather than reused."""
     TRUSTED_SECONDS = 2.0
     """An idle connection younger than this is used without a NOOP first."""
+    SLOW_ANSWER_SECONDS = 1.0
+    """A relay that has not answered the end of a mail by then is slow to (a
+    content filter, a queue on a busy disk): the caller is told (``waiting``)."""
     END_OF_DATA_SECONDS = 600.0
     """How long the relay may take to answer the end of a mail, RFC 5321's ten
     minutes (§4.5.3.2.6): it may be scanning or queueing it, and giving up
@@ -201,9 +218,11 @@ class SmtpRelay:
             _goodbye(smtp)
 
     def deliver(
-        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint,
+        waiting: Waiting | None = None,
     ) -> Delivery:
-        """Send ``raw``; ``commit`` is called after the body, and writes the final dot.
+        """Send ``raw``; ``commit`` is called after the body, and writes the final dot;
+        ``waiting``, if the relay is slow to answer it.
 
         Refusals of the session (greeting, EHLO, STARTTLS, AUTH) are temporary
         whatever their code: they say nothing about this mail, and a wrong
@@ -224,7 +243,8 @@ class SmtpRelay:
                 return Delivery("temporary", f"relay {self.host}:{self.port}: {error}")
             delivery: Delivery | None = None
             try:
-                delivery = self._transaction(smtp, sender, recipients, raw, commit, unchecked)
+                delivery = self._transaction(smtp, sender, recipients, raw, commit, waiting,
+                                             unchecked)
                 return delivery
             except _ClosedWhileIdle:
                 reuse = False  # once more, over a new connection
@@ -305,7 +325,7 @@ class SmtpRelay:
 
     def _transaction(
         self, smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes,
-        commit: CommitPoint, unchecked: bool = False,
+        commit: CommitPoint, waiting: Waiting | None = None, unchecked: bool = False,
     ) -> Delivery:
         if not recipients:
             return Delivery("permanent", "no recipients")
@@ -336,6 +356,8 @@ class SmtpRelay:
         if not commit(lambda: _send_now(sock, b".\r\n")):
             smtp.close()  # drop the transaction: without the final dot nothing is sent
             return Delivery("aborted", "row no longer held by this sender")
+        if waiting is not None and not _readable(sock, self.SLOW_ANSWER_SECONDS):
+            waiting()
         try:
             sock.settimeout(self.end_of_data_timeout)
             code, text = smtp.getreply()
@@ -352,6 +374,16 @@ class SmtpRelay:
         return Delivery("unconfirmed", f"relay {self.host}:{self.port} answered the end of "
                                        f"the mail with no SMTP reply: "
                                        f"{code} {text.decode('utf-8', 'replace')}")
+
+
+def _readable(sock: socket.socket, within: float) -> bool:
+    """Whether an answer has begun to arrive on ``sock`` within ``within`` seconds
+    (nothing is read). The answers before it were read whole: what smtplib holds
+    in its buffer ended with the 354 to DATA."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    readable, _, _ = select.select([sock], [], [], within)
+    return bool(readable)
 
 
 def _goodbye(smtp: smtplib.SMTP) -> None:
@@ -397,7 +429,8 @@ class EmlFolder:
         """Nothing is held open between mails."""
 
     def deliver(
-        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint,
+        waiting: Waiting | None = None,
     ) -> Delivery:
         temporary: str | None = None
         try:

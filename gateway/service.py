@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.outages import log_failure
+from gateway.outbox import RECORD_SENT_WITHIN, abandoned_waits
 from gateway.recovery import Dispatcher, sweep
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -59,11 +60,24 @@ class Sweeper:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def once(self, stale_after: timedelta) -> None:
+    def once(self, stale_after: timedelta, awaited_for: timedelta | None = None) -> None:
+        """One sweep; and rows awaiting the relay's answer for longer than
+        ``awaited_for`` (by default, longer than any sender waits) are made
+        unconfirmed, for a person."""
+        now = utcnow()
         try:
-            sweep(self.runtime.database, self.dispatch, utcnow(), stale_after)
+            sweep(self.runtime.database, self.dispatch, now, stale_after)
+            abandoned_waits(self.runtime.database, now,
+                            self.longest_wait() if awaited_for is None else awaited_for)
         except Exception as error:  # the database may be away; the next round tries again
             log_failure(log, error, "recovery sweep failed")
+
+    def longest_wait(self) -> timedelta:
+        """Longer than a sender waits for the relay's answer to the end of a mail
+        and then records it, with ``stale_after`` to spare."""
+        settings = self.runtime.settings
+        return timedelta(seconds=settings.relay.end_of_data_timeout + RECORD_SENT_WITHIN
+                         + settings.recovery.stale_after)
 
     def first_stale_after(self) -> timedelta:
         """How old unfinished work must be for the first sweep to hand it out.
@@ -80,7 +94,10 @@ class Sweeper:
 
     def _run(self) -> None:
         recovery = self.runtime.settings.recovery
-        self.once(self.first_stale_after())
+        first = self.first_stale_after()
+        # A process whose workers are its own knows every wait from before it started
+        # was another process's: abandoned.
+        self.once(first, first if self.startup else None)
         while not self._stop.wait(recovery.interval):
             self.once(timedelta(seconds=recovery.stale_after))
 

@@ -46,7 +46,7 @@ class Backlog:
     retrying: int
     """Waiting out its backoff after a temporary failure."""
     sending: int
-    """Claimed by a sender."""
+    """Claimed by a sender (or handed to the relay, its answer awaited)."""
     oldest_error: str
     """The relay's last answer to the outgoing mail that has waited longest
     (empty if it has not been tried, or the attempt left nothing to say)."""
@@ -63,14 +63,14 @@ def backlog(database: Database, now: datetime) -> Backlog:
         .where(INBOUND.c.status.in_([InboundStatus.RECEIVED, InboundStatus.QUARANTINED]))
         .group_by(INBOUND.c.status)
     )
-    outgoing = OUTBOX.c.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING])
+    unsent = [OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.AWAITING]
+    outgoing = OUTBOX.c.status.in_(unsent)
     outbox_since = func.coalesce(OUTBOX.c.handled_at, OUTBOX.c.created_at)
     outbox_query = (
         select(OUTBOX.c.status, func.count().label("mails"),
                func.sum(case((OUTBOX.c.next_attempt_at <= now, 1), else_=0)).label("due"),
                func.min(outbox_since).label("since"))
-        .where(OUTBOX.c.status.in_(
-            [OutboxStatus.PENDING, OutboxStatus.SENDING, *OutboxStatus.NEEDS_A_PERSON]))
+        .where(OUTBOX.c.status.in_([*unsent, *OutboxStatus.NEEDS_A_PERSON]))
         .group_by(OUTBOX.c.status)
     )
     oldest_error = (
@@ -79,8 +79,7 @@ def backlog(database: Database, now: datetime) -> Backlog:
     with database.reading() as connection:
         inbound = {row.status: row for row in connection.execute(inbound_query)}
         outbox = {row.status: row for row in connection.execute(outbox_query)}
-        error = connection.scalar(oldest_error) if outbox.keys() & {
-            OutboxStatus.PENDING, OutboxStatus.SENDING} else None
+        error = connection.scalar(oldest_error) if outbox.keys() & set(unsent) else None
 
     def count(rows: dict[str, Row[Any]], status: str) -> int:
         return int(rows[status].mails) if status in rows else 0
@@ -91,15 +90,15 @@ def backlog(database: Database, now: datetime) -> Backlog:
             return NOTHING
         return Waiting(sum(int(row.mails) for row in present), min(row.since for row in present))
 
-    pending, sending = outbox.get(OutboxStatus.PENDING), outbox.get(OutboxStatus.SENDING)
+    pending = outbox.get(OutboxStatus.PENDING)
     due = int(pending.due or 0) if pending is not None else 0
     return Backlog(
         inbound=waiting(inbound.get(InboundStatus.RECEIVED)),
         quarantined=count(inbound, InboundStatus.QUARANTINED),
-        outgoing=waiting(pending, sending),
+        outgoing=waiting(*(outbox.get(status) for status in unsent)),
         due=due,
         retrying=count(outbox, OutboxStatus.PENDING) - due,
-        sending=count(outbox, OutboxStatus.SENDING),
+        sending=count(outbox, OutboxStatus.SENDING) + count(outbox, OutboxStatus.AWAITING),
         oldest_error=" ".join((error or "").split()),  # a multi-line reply on one line
         failed=count(outbox, OutboxStatus.FAILED),
         unconfirmed=count(outbox, OutboxStatus.UNCONFIRMED),

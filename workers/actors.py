@@ -149,7 +149,16 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
         if delivery is not None and delivery.outcome in ("temporary", "unconfirmed"):
             trouble.seen()
         if delay is not None:
+            queue_send(outbox_id, delay)
+
+    def queue_send(outbox_id: int, delay: timedelta | None = None) -> None:
+        """Hand a pending row to the sending actor; with the broker away it stays
+        pending, and the recovery sweep hands it out instead."""
+        try:
             dispatcher.send(outbox_id, delay)
+        except Exception as error:
+            log_failure(log, error, "outbox %s: could not be queued; the recovery sweep will",
+                        outbox_id)
 
     def process(inbound_id: int) -> None:
         at_once = not trouble.now()
@@ -164,18 +173,20 @@ def declare(broker: dramatiq.Broker, runtime: Runtime) -> DramatiqDispatcher:
                              claimed.id)
                 _hand_over(claimed)
         for outbox_id in outcome.outbox_ids:
-            dispatcher.send(outbox_id)
+            queue_send(outbox_id)
 
     def _hand_over(claimed: Claimed) -> None:
         """Release a claimed row to the sending actor (nothing to do if it was
         settled or reclaimed meanwhile); if even that fails, the recovery sweep
         releases the stale claim."""
         try:
-            if release(runtime.database, claimed, utcnow()):
-                dispatcher.send(claimed.id)
+            released = release(runtime.database, claimed, utcnow())
         except Exception as error:
             log_failure(log, error, "outbox %s: could not be released; the recovery sweep will",
                          claimed.id)
+            return
+        if released:
+            queue_send(claimed.id)
 
     def send(outbox_id: int) -> None:
         with _retried_if_unavailable("outbox", outbox_id):

@@ -26,7 +26,7 @@ from gateway.inbound import accept
 from gateway.models import OutboxRow, OutboxStatus
 from gateway.pipeline import process_inbound
 from gateway.recovery import sweep
-from gateway.relay import CommitPoint, Delivery
+from gateway.relay import CommitPoint, Delivery, Waiting
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import Sweeper
 from tests.conftest import Sink, free_port, mail, make_settings
@@ -37,7 +37,7 @@ from workers.actors import (
     RelayTrouble,
     declare,
 )
-from workers.broker import make_broker
+from workers.broker import PromptRedisBroker, make_broker
 
 
 @pytest.fixture
@@ -174,7 +174,8 @@ class Broken:
     """A transport with a defect: it raises before anything reaches a relay."""
 
     def deliver(
-        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint
+        self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint,
+        waiting: Waiting | None = None,
     ) -> Delivery:
         raise RuntimeError("defect in the transport")
 
@@ -335,3 +336,35 @@ def test_the_dispatcher_counts_what_redis_holds(tmp_path, redis_url: str):
         broker.flush_all()
         broker.close()
         runtime.close()
+
+
+class TryLater:
+    async def handle_RCPT(self, server, session, envelope, address, options) -> str:
+        return "451 4.3.2 try again later"
+
+
+def test_a_retry_the_broker_cannot_take_is_left_to_the_sweep_in_one_line(tmp_path, caplog):
+    # Given a relay that says "try later", and a broker that is away
+    controller = Controller(TryLater(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    runtime = build_runtime(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST="127.0.0.1", HELPDESK_RELAY_PORT=str(controller.port)))
+    upgrade(runtime.engine)
+    broker = PromptRedisBroker(url=f"redis://127.0.0.1:{free_port()}/12")
+    caplog.set_level(logging.WARNING)
+    try:
+        dispatch = declare(broker, runtime)
+        inbound_id = arrive(runtime, "[P1] Database down")
+        # When a worker processes a mail, and its acknowledgement's retry cannot be queued
+        dispatch.actors.process_inbound.fn(inbound_id)
+    finally:
+        controller.stop()
+        runtime.close()
+    # Then the actor ends normally: the row is pending, due later, for the sweep to find
+    [row] = outbox(runtime)
+    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 1)
+    # And the log says so in a line, without a traceback
+    [line] = [r for r in caplog.records if "could not be queued" in r.getMessage()]
+    assert line.exc_info is None
+    assert line.getMessage().startswith(f"outbox {row.id}: could not be queued; the recovery "
+                                        "sweep will: the broker is unavailable (")

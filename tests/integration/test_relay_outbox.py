@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from gateway import outbox
@@ -29,8 +31,17 @@ from gateway.inbound import accept
 from gateway.models import OUTBOX, OutboxRow, OutboxStatus
 from gateway.outbox import add_to_outbox, retry_delay, send_one
 from gateway.recovery import sweep
-from gateway.relay import CommitPoint, Delivery, EmlFolder, SmtpRelay, Transport, _send_now
+from gateway.relay import (
+    CommitPoint,
+    Delivery,
+    EmlFolder,
+    SmtpRelay,
+    Transport,
+    Waiting,
+    _send_now,
+)
 from tests.conftest import Sink, free_port
+from tests.deployment import ROOT
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 IDENTITY = Identity("support@example.com", "helpdesk.example.com", "loop-token")
@@ -112,7 +123,7 @@ class Interrupting:
         self.after_release = after_release
 
     def deliver(self, sender: str, recipients: Sequence[str], raw: bytes,
-                commit: CommitPoint) -> Delivery:
+                commit: CommitPoint, waiting: Waiting | None = None) -> Delivery:
         def interrupted(release) -> bool:
             self.before_commit()
 
@@ -122,7 +133,7 @@ class Interrupting:
 
             return commit(step)
 
-        return self.inner.deliver(sender, recipients, raw, interrupted)
+        return self.inner.deliver(sender, recipients, raw, interrupted, waiting)
 
 
 def committed(release) -> bool:
@@ -402,6 +413,28 @@ def losing_the_commit_after_the_dot(monkeypatch, database: Database, *, stays_aw
     monkeypatch.setattr(outbox, "commit_right_after", lost)
 
 
+def away_after_the_commit(monkeypatch, database: Database, *, answer_lost: bool) -> None:
+    """The COMMIT of "sent" is made (its answer lost, if ``answer_lost``: the caller
+    is told it failed); then the database is away for a second."""
+    real_commit, real_connect = outbox.commit_right_after, database.connect
+    back_at: list[float] = []
+
+    def committed_then_away(connection, step) -> None:
+        real_commit(connection, step)
+        monkeypatch.setattr(outbox, "commit_right_after", real_commit)
+        back_at.append(time.monotonic() + 1.0)
+        if answer_lost:
+            raise OperationalError("COMMIT", None, Exception("server closed the connection"))
+
+    def connect():
+        if back_at and time.monotonic() < back_at[0]:
+            raise OperationalError("connect", None, Exception("connection refused"))
+        return real_connect()
+
+    monkeypatch.setattr(outbox, "commit_right_after", committed_then_away)
+    monkeypatch.setattr(database, "connect", connect)
+
+
 def test_commit_lost_after_the_dot_is_recorded_when_the_database_answers_again(
     database, sink, monkeypatch, caplog
 ):
@@ -492,9 +525,8 @@ def test_commit_lost_after_the_dot_keeps_the_row_from_the_sweep_while_the_relay_
         handed = Recorder()
         sweep(database, handed, T0 + timedelta(minutes=5), timedelta(seconds=60))
         sender.join(10)
-    # Then the row was unconfirmed meanwhile, with why, and the sweep left it alone
-    assert (waiting.status, waiting.last_error) == (OutboxStatus.UNCONFIRMED,
-                                                    outbox.AWAITING_THE_RELAY)
+    # Then the row was awaiting the relay's answer meanwhile, and the sweep left it alone
+    assert (waiting.status, waiting.sent_at) == (OutboxStatus.AWAITING, T0)
     assert handed.sent == []
     # And once the relay's 250 came, it is recorded as sent: delivered once
     [(delivery, _)] = sent
@@ -503,39 +535,6 @@ def test_commit_lost_after_the_dot_keeps_the_row_from_the_sweep_while_the_relay_
         OutboxStatus.SENT, None)
     assert f"outbox {outbox_id}: 'sent' recorded after all" in caplog.text
     assert len(handler.received) == 1
-
-
-def test_a_refusal_after_a_commit_whose_answer_was_lost_is_recorded_when_the_database_is_back(
-    database, monkeypatch
-):
-    # Given a COMMIT of "sent" that is made but whose answer is lost, a database away for
-    # a moment after it, and a relay that refuses the mail's end with a 451
-    real_commit, real_connect = outbox.commit_right_after, database.connect
-    back_at: list[float] = []
-
-    def made_but_lost(connection, step) -> None:
-        real_commit(connection, step)
-        monkeypatch.setattr(outbox, "commit_right_after", real_commit)
-        back_at.append(time.monotonic() + 1.0)
-        raise OperationalError("COMMIT", None, Exception("server closed the connection"))
-
-    def connect():
-        if back_at and time.monotonic() < back_at[0]:
-            raise OperationalError("connect", None, Exception("connection refused"))
-        return real_connect()
-
-    monkeypatch.setattr(outbox, "commit_right_after", made_but_lost)
-    monkeypatch.setattr(database, "connect", connect)
-    outbox_id = queue(database)
-    with relay_answering_late(0.0, "451 4.3.0 try later") as (_, relay):
-        # When the row is sent
-        delivery, delay = send(database, relay, outbox_id)
-    # Then the refusal is recorded over the "sent" once the database is back: retried later
-    assert delivery == Delivery("temporary", "451 4.3.0 try later")
-    assert delay == timedelta(seconds=30)
-    waiting = row(database, outbox_id)
-    assert (waiting.status, waiting.next_attempt_at, waiting.sent_at) == (
-        OutboxStatus.PENDING, T0 + delay, None)
 
 
 @pytest.mark.parametrize(("reply", "outcome", "kept"), [
@@ -554,6 +553,109 @@ def test_an_odd_answer_to_the_end_of_a_mail_never_sends_it_again(database, reply
     assert delivery is not None and (delivery.outcome, delay) == (outcome, None)
     assert row(database, outbox_id).status == kept
     assert len(handler.received) == 1
+
+
+@pytest.mark.parametrize(("reply", "kept"), [
+    ("250 2.0.0 queued after scanning", OutboxStatus.SENT),
+    ("451 4.7.1 scanner busy, try later", OutboxStatus.PENDING),
+    ("550 5.7.1 content rejected", OutboxStatus.FAILED),
+])
+def test_a_slow_answer_to_the_end_is_awaited_in_the_open_and_then_recorded(
+    database, reply, kept
+):
+    # Given a relay that scans each mail before it answers its end
+    outbox_id = queue(database)
+    with relay_answering_late(1.5, reply) as (handler, relay):
+        sent: list[tuple[Delivery | None, timedelta | None]] = []
+        sender = threading.Thread(target=lambda: sent.append(send(database, relay, outbox_id)))
+        sender.start()
+        assert handler.took.wait(5)
+        # When it has not answered a second after the end, the row says its answer is
+        # awaited (not yet "sent"), and the sweep leaves it alone however late it runs
+        deadline = time.monotonic() + 5
+        while row(database, outbox_id).status != OutboxStatus.AWAITING:
+            assert time.monotonic() < deadline, row(database, outbox_id).status
+            time.sleep(0.05)
+        handed = Recorder()
+        sweep(database, handed, T0 + timedelta(hours=1), timedelta(seconds=60))
+        sender.join(10)
+    assert handed.sent == []
+    # Then what the relay answered is recorded, and the mail went once
+    assert row(database, outbox_id).status == kept
+    assert len(handler.received) == 1
+
+
+@pytest.mark.parametrize(("answer_lost", "reply", "kept"), [
+    (True, "451 4.3.0 try later", OutboxStatus.PENDING),
+    (False, "550 5.7.1 rejected by the content filter", OutboxStatus.FAILED),
+], ids=["commit-answer-lost", "commit-answered"])
+def test_a_refusal_after_the_commit_outlasts_a_moment_without_the_database(
+    database, monkeypatch, answer_lost, reply, kept
+):
+    # Given "sent" committed with the dot (its answer lost, or not), the database away
+    # for a moment right after, and a relay that refuses the mail's end
+    away_after_the_commit(monkeypatch, database, answer_lost=answer_lost)
+    outbox_id = queue(database)
+    with relay_answering_late(0.2, reply) as (_, relay):
+        # When the row is sent
+        delivery, delay = send(database, relay, outbox_id)
+    # Then the refusal is recorded over the "sent" once the database is back
+    assert delivery is not None and f"{delivery.detail}" == reply
+    refused = row(database, outbox_id)
+    assert (refused.status, refused.last_error, refused.sent_at) == (kept, reply, None)
+    if kept == OutboxStatus.PENDING:
+        assert refused.next_attempt_at == T0 + timedelta(seconds=30) == T0 + delay
+
+
+def test_a_sender_killed_while_the_relay_scans_leaves_the_mail_for_a_person(tmp_path):
+    # Given a relay that scans each mail for three seconds, then refuses it
+    path = tmp_path / "killed.sqlite3"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database.engine)
+    outbox_id = queue(database)
+    with relay_answering_late(3.0, "550 5.7.1 content rejected") as (handler, relay):
+        # When a sender process hands the mail over and is killed while it waits
+        sender = subprocess.Popen([sys.executable, "-c", (
+            "from gateway.database import Database\n"
+            "from gateway.outbox import send_one\n"
+            "from gateway.relay import SmtpRelay\n"
+            "from tests.integration.test_relay_outbox import T0\n"
+            f"send_one(Database('sqlite:///{path}'), SmtpRelay('127.0.0.1', {relay.port}),"
+            f" {outbox_id}, T0, max_attempts=12)\n"
+        )], cwd=ROOT)
+        try:
+            assert handler.took.wait(20)
+            deadline = time.monotonic() + 10
+            while row(database, outbox_id).status != OutboxStatus.AWAITING:
+                assert time.monotonic() < deadline, row(database, outbox_id).status
+                time.sleep(0.05)
+        finally:
+            sender.kill()
+            sender.wait()
+    # Then the row does not say "sent" for the mail the relay went on to refuse
+    assert row(database, outbox_id).status == OutboxStatus.AWAITING
+    # And once no sender could still be waiting, the sweep hands it to a person
+    assert outbox.abandoned_waits(database, T0 + timedelta(minutes=12),
+                                  timedelta(minutes=11)) == [outbox_id]
+    assert row(database, outbox_id).status == OutboxStatus.UNCONFIRMED
+    database.dispose()
+
+
+def test_a_wait_its_sender_abandoned_becomes_unconfirmed_after_the_longest_wait(database):
+    # Given two rows awaiting the relay's answer, one since long before any sender
+    # would still wait, one since a moment ago
+    abandoned, awaited = queue(database, "ack:1"), queue(database, "ack:2")
+    with database.transaction() as connection:
+        for outbox_id, since in ((abandoned, T0 - timedelta(minutes=12)), (awaited, T0)):
+            connection.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(
+                status=OutboxStatus.AWAITING, sent_at=since, claim="gone"))
+    # When the sweep looks for waits longer than the longest (11 minutes, say)
+    changed = outbox.abandoned_waits(database, T0, timedelta(minutes=11))
+    # Then the abandoned one is unconfirmed, for a person, and the other still awaited
+    assert changed == [abandoned]
+    assert (row(database, abandoned).status, row(database, abandoned).last_error) == (
+        OutboxStatus.UNCONFIRMED, outbox.SENDER_STOPPED)
+    assert row(database, awaited).status == OutboxStatus.AWAITING
 
 
 @pytest.mark.parametrize(("raw", "arrives"), [

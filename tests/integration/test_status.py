@@ -193,6 +193,8 @@ def test_a_database_without_the_gateway_is_one_line_and_exit_1_and_stays_as_it_w
     missing = tmp_path / "nowhere" / "helpdesk.sqlite3"
     for url, said in ((f"sqlite:///{missing}", f"Error: no database at {missing}: "
                                                 "helpdesk serve (or helpdesk db upgrade) makes it"),
+                      (f"sqlite:///file:{missing}?mode=rw&uri=true",
+                       f"Error: no database at {missing}: "),
                       (pg_url, "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) "
                                "makes it")):
         env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url}
@@ -202,6 +204,7 @@ def test_a_database_without_the_gateway_is_one_line_and_exit_1_and_stays_as_it_w
             [line] = result.output.splitlines()
             assert said in line, line
     assert not missing.parent.exists()
+    assert list(tmp_path.iterdir()) == []  # nor anything else, where a file: URI was read
 
 
 def test_an_id_no_row_can_have_is_refused_before_the_database_is_asked(

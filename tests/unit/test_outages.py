@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 import redis.exceptions
 from dramatiq.errors import ConnectionClosed
+from sqlalchemy import create_engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.outages import away
@@ -19,6 +22,12 @@ from gateway.outages import away
      "the broker is unavailable (Timeout reading from socket)"),
     (ConnectionClosed(redis.exceptions.ConnectionError("Connection reset by peer")),
      "the broker is unavailable (Connection reset by peer)"),
+    (redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+     "the broker is unavailable (You can't write against a read only replica.)"),
+    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+     "the broker is unavailable (command not allowed when used memory > 'maxmemory'.)"),
+    (redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+     "the broker is unavailable (MISCONF Redis is configured to save RDB snapshots)"),
 ])
 def test_a_service_away_is_said_in_one_line(error, said):
     assert away(error) == said
@@ -27,7 +36,33 @@ def test_a_service_away_is_said_in_one_line(error, said):
 @pytest.mark.parametrize("error", [
     IntegrityError("INSERT", None, Exception("duplicate key")),
     redis.exceptions.ResponseError("WRONGTYPE Operation against a key"),
+    redis.exceptions.AuthenticationError("WRONGPASS invalid username-password pair"),
     ValueError("a defect"),
 ])
 def test_anything_else_is_not_an_outage(error):
     assert away(error) is None
+
+
+def sqlite_error(path, statement: str) -> OperationalError:
+    """The error SQLAlchemy raises for ``statement`` on a new database at ``path``
+    that another connection holds in a write transaction."""
+    holder = sqlite3.connect(path)
+    holder.execute("CREATE TABLE t (x)")
+    holder.commit()
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(statement)
+    except OperationalError as error:
+        return error
+    finally:
+        engine.dispose()
+        holder.close()
+    raise AssertionError(f"{statement} did not fail")
+
+
+def test_sqlite_says_its_defects_and_its_outages_apart(tmp_path):
+    assert away(sqlite_error(tmp_path / "a.sqlite3", "INSERT INTO t VALUES (1)")) == (
+        "the database is unavailable (database is locked)")
+    assert away(sqlite_error(tmp_path / "b.sqlite3", "SELECT * FROM no_such_table")) is None
