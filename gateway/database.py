@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,8 @@ from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, e
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import sessionmaker
+
+from gateway.poll import ready
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -327,8 +328,7 @@ def _await_commit(pgconn: Any, deadline: float) -> None:
 
 
 def _wait(fd: int, deadline: float, *, write: bool) -> None:
-    readers, writers = ([], [fd]) if write else ([fd], [])
-    if not any(select.select(readers, writers, [], max(deadline - time.monotonic(), 0))):
+    if not ready(fd, deadline - time.monotonic(), write=write):
         raise TimeoutError("no reply to COMMIT from the database")
 
 

@@ -47,7 +47,6 @@ import hashlib
 import logging
 import os
 import re
-import select
 import smtplib
 import socket
 import ssl
@@ -58,6 +57,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+
+from gateway.poll import ready
 
 log = logging.getLogger(__name__)
 
@@ -382,8 +383,7 @@ def _readable(sock: socket.socket, within: float) -> bool:
     in its buffer ended with the 354 to DATA."""
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
-    readable, _, _ = select.select([sock], [], [], within)
-    return bool(readable)
+    return ready(sock.fileno(), within)
 
 
 def _goodbye(smtp: smtplib.SMTP) -> None:
