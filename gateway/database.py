@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
 from gateway.poll import ready
@@ -260,6 +261,8 @@ def unavailable(error: BaseException) -> str | None:
     outage every message in flight fails, and a traceback for each buries the
     log an operator reads to find out what happened.
     """
+    if isinstance(error, PoolTimeout):  # every connection of the pool busy for its timeout
+        return f"no connection free in the pool ({str(error).splitlines()[0]})"
     if not isinstance(error, DBAPIError):
         return None
     if not (isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated):

@@ -29,6 +29,7 @@ from gateway.database import Database, commit_right_after, new_id, unavailable
 from gateway.models import OUTBOX, OutboxStatus
 from gateway.outages import log_failure
 from gateway.relay import Delivery, Transport
+from gateway.settings import RelaySettings
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,25 @@ plus this: within the recovery sweep's ``stale_after`` (60 s by default),
 after which a claim is taken for a dead sender's and released, for any mail
 handed over in under ten seconds."""
 
+def _awaiting(now: datetime) -> dict[str, object]:
+    """The values that record a row handed to the relay whose answer is awaited,
+    by a sender that began at ``now`` (which ``longest_send`` bounds)."""
+    return {"status": OutboxStatus.AWAITING, "sent_at": now, "last_error": None}
+
+
+def longest_send(relay: RelaySettings) -> timedelta:
+    """The longest that processing a mail and sending its acknowledgement can take:
+    each exchange with the relay up to ``relay.timeout`` (about a dozen, with
+    STARTTLS, a login and one reconnection), its answer to the end of the mail
+    up to ``relay.end_of_data_timeout``, the database's waits to record it (a
+    COMMIT's 30 s, ``RECORD_SENT_WITHIN`` twice), and a minute for processing
+    the mail before its acknowledgement goes. Workers are never stopped
+    sooner, and a row awaiting the relay's answer for longer has lost its
+    sender."""
+    return timedelta(seconds=relay.end_of_data_timeout + 16 * relay.timeout + 30
+                     + 2 * RECORD_SENT_WITHIN + 60)
+
+
 SENDER_STOPPED = ("handed to the relay, whose answer to its end was still awaited when its "
                   "sender stopped: the answer was never recorded")
 """Why an awaiting row became unconfirmed (``abandoned_waits``)."""
@@ -282,7 +302,7 @@ def send_claimed(
                         outbox_id, unavailable(error) or repr(error))
             unrecorded = True
             try:
-                _record_patiently(database, claimed, status=OutboxStatus.AWAITING, sent_at=now)
+                _record_patiently(database, claimed, **_awaiting(now))
             except Exception:
                 log.error("outbox %s: the database stays away; the mail goes again (released "
                           "to the sending queue, or by the recovery sweep)", outbox_id)
@@ -296,7 +316,7 @@ def send_claimed(
         if awaiting:
             return
         try:
-            _record_patiently(database, claimed, status=OutboxStatus.AWAITING, sent_at=now)
+            _record_patiently(database, claimed, **_awaiting(now))
             awaiting = True
         except Exception:  # the wait goes on; only a stop meanwhile would leave "sent"
             log.error("outbox %s: could not record that the relay's answer is awaited",
@@ -332,10 +352,10 @@ def send_claimed(
 
 
 def abandoned_waits(database: Database, now: datetime, awaited_for: timedelta) -> list[int]:
-    """Make unconfirmed the rows awaiting the relay's answer since longer than any
-    sender waits (``awaited_for``): their sender stopped (a kill, a restart),
-    and whether the relay took the mail only its log can say. Run by the
-    recovery sweep; returns the rows it changed."""
+    """Make unconfirmed the rows awaiting the relay's answer whose sender began
+    longer ago than any sender runs (``awaited_for``, from ``longest_send``):
+    it stopped (a kill, a restart), and whether the relay took the mail only
+    its log can say. Run by the recovery sweep; returns the rows it changed."""
     with database.transaction() as connection:
         changed = sorted(connection.scalars(
             update(OUTBOX)

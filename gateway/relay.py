@@ -29,7 +29,8 @@ The reply to the end of a mail is awaited for ``end_of_data_timeout``; a
 A relay that has not answered within ``SLOW_ANSWER_SECONDS`` is slow (a
 content filter): the caller is told (``waiting``) and records the row as
 awaiting the answer, so that a sender stopped during the wait leaves it
-for a person instead of "sent". Only a stop within that second leaves
+for a person instead of "sent". Only a stop within that second (or while
+a relay that has begun its answer takes its time over the rest) leaves
 "sent" on a mail the relay then refuses.
 
 A relay may refuse some recipients of a mail and take it for the others.

@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.outages import log_failure
-from gateway.outbox import RECORD_SENT_WITHIN, abandoned_waits
+from gateway.outbox import abandoned_waits, longest_send
 from gateway.recovery import Dispatcher, sweep
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -67,17 +67,18 @@ class Sweeper:
         now = utcnow()
         try:
             sweep(self.runtime.database, self.dispatch, now, stale_after)
-            abandoned_waits(self.runtime.database, now,
-                            self.longest_wait() if awaited_for is None else awaited_for)
         except Exception as error:  # the database may be away; the next round tries again
             log_failure(log, error, "recovery sweep failed")
+        try:  # needs no broker
+            abandoned_waits(self.runtime.database, now,
+                            self.longest_wait() if awaited_for is None else awaited_for)
+        except Exception as error:
+            log_failure(log, error, "recovery sweep failed to look for abandoned waits")
 
     def longest_wait(self) -> timedelta:
-        """Longer than a sender waits for the relay's answer to the end of a mail
-        and then records it, with ``stale_after`` to spare."""
+        """Longer than any sender runs, with ``stale_after`` to spare."""
         settings = self.runtime.settings
-        return timedelta(seconds=settings.relay.end_of_data_timeout + RECORD_SENT_WITHIN
-                         + settings.recovery.stale_after)
+        return longest_send(settings.relay) + timedelta(seconds=settings.recovery.stale_after)
 
     def first_stale_after(self) -> timedelta:
         """How old unfinished work must be for the first sweep to hand it out.

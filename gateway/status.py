@@ -141,8 +141,9 @@ def needs_a_person(backlog: Backlog, now: datetime, longest_wait: timedelta) -> 
         found.append(f"{plural(backlog.failed, 'failed outgoing mail')}: helpdesk outbox failed")
     if backlog.unconfirmed:
         found.append(f"{plural(backlog.unconfirmed, 'outgoing mail')} the relay may not have "
-                     "taken (it never answered the end of the mail): look for the Message-ID "
-                     "in the relay's log; helpdesk outbox failed")
+                     "taken (it took the whole mail, and its answer never came or was never "
+                     "recorded): look for the Message-ID in the relay's log; "
+                     "helpdesk outbox failed")
     return found
 
 

@@ -31,7 +31,7 @@ from dramatiq.common import dq_name
 from gateway.clock import utcnow
 from gateway.database import unavailable
 from gateway.outages import log_failure
-from gateway.outbox import RECORD_SENT_WITHIN, Claimed, release, send_claimed, send_one
+from gateway.outbox import Claimed, longest_send, release, send_claimed, send_one
 from gateway.pipeline import process_inbound
 from gateway.runtime import Runtime
 from gateway.settings import RelaySettings
@@ -105,16 +105,10 @@ def time_limit_ms(relay: RelaySettings) -> int:
     Dramatiq stops an actor past its time limit (ten minutes unless told) by
     raising in its thread, wherever it is. Between a mail's final dot and the
     record of what became of it, that would leave the row saying "sent" for
-    a mail the relay may have refused. So the limit is above the longest a
-    send can take: each exchange with the relay up to ``relay.timeout``
-    (about a dozen, with STARTTLS, a login and one reconnection), its answer
-    to the end of the mail up to ``relay.end_of_data_timeout``, the database's
-    waits to record it (a COMMIT's 30 s, ``RECORD_SENT_WITHIN`` twice), and a
-    minute for processing the mail before its acknowledgement goes.
+    a mail the relay may have refused: so the limit is the longest a send
+    can take (``gateway.outbox.longest_send``).
     """
-    seconds = (relay.end_of_data_timeout + 16 * relay.timeout + 30 + 2 * RECORD_SENT_WITHIN
-               + 60)
-    return int(seconds * 1000)
+    return int(longest_send(relay).total_seconds() * 1000)
 
 
 @contextmanager

@@ -15,15 +15,17 @@ from datetime import timedelta
 
 import dramatiq
 import pytest
+import redis.exceptions
 from aiosmtpd.controller import Controller
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.middleware import TimeLimit
+from sqlalchemy import update
 
 from gateway.clock import utcnow
 from gateway.database import upgrade
 from gateway.inbound import accept
-from gateway.models import OutboxRow, OutboxStatus
+from gateway.models import OUTBOX, OutboxRow, OutboxStatus
 from gateway.pipeline import process_inbound
 from gateway.recovery import sweep
 from gateway.relay import CommitPoint, Delivery, Waiting
@@ -36,6 +38,7 @@ from workers.actors import (
     DramatiqDispatcher,
     RelayTrouble,
     declare,
+    time_limit_ms,
 )
 from workers.broker import PromptRedisBroker, make_broker
 
@@ -268,6 +271,44 @@ def test_the_start_up_sweep_hands_out_what_was_left_before_the_start_only(
     assert (rows[left.id].status, rows[left.id].claim) == (OutboxStatus.PENDING, None)
     assert rows[sending.id].claim == sending.claim
     assert queued(broker, OUTBOX_QUEUE) == [left.id]
+
+
+class BrokerAway:
+    """A dispatcher whose broker cannot be reached."""
+
+    def process(self, inbound_id: int) -> None:
+        raise redis.exceptions.ConnectionError("Connection refused.")
+
+    def send(self, outbox_id: int, delay: timedelta | None = None) -> None:
+        raise redis.exceptions.ConnectionError("Connection refused.")
+
+    def waiting(self) -> int:
+        raise redis.exceptions.ConnectionError("Connection refused.")
+
+
+def test_the_sweep_hands_a_person_waits_no_sender_could_still_be_in_even_without_a_broker(
+    relay_down: Runtime,
+):
+    runtime = relay_down
+    sweeper = Sweeper(runtime, BrokerAway(), startup=False)
+    longest = sweeper.longest_wait()
+    now = utcnow()
+    # Given three rows awaiting the relay's answer: one whose sender began longer ago than
+    # any sender runs, one a minute short of that, and one whose sender began just now
+    rows = [process_inbound(runtime.pipeline, arrive(runtime, f"[P2] {n}"), now,
+                            claim_outbox=True).claimed[0].id for n in range(3)]
+    with runtime.database.transaction() as connection:
+        began = (now - longest - timedelta(seconds=1), now - longest + timedelta(minutes=1), now)
+        for outbox_id, since in zip(rows, began, strict=True):
+            connection.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id)
+                               .values(status=OutboxStatus.AWAITING, sent_at=since))
+    # When the sweep runs, with the broker away
+    sweeper.once(timedelta(seconds=runtime.settings.recovery.stale_after))
+    # Then only the first is unconfirmed, for a person; the others are still awaited
+    assert [row.status for row in outbox(runtime)] == [
+        OutboxStatus.UNCONFIRMED, OutboxStatus.AWAITING, OutboxStatus.AWAITING]
+    # And the longest wait covers the whole of a send, as the workers' time limit does
+    assert longest > timedelta(milliseconds=time_limit_ms(runtime.settings.relay))
 
 
 def test_relay_trouble_is_forgotten_after_the_hold():

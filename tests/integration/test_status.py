@@ -117,8 +117,9 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
         "the relay's last answer to the oldest: 421 4.3.2 Try again later",
         "  - 1 quarantined mail: helpdesk quarantine list",
         "  - 1 failed outgoing mail: helpdesk outbox failed",
-        "  - 1 outgoing mail the relay may not have taken (it never answered the end of "
-        "the mail): look for the Message-ID in the relay's log; helpdesk outbox failed",
+        "  - 1 outgoing mail the relay may not have taken (it took the whole mail, and its "
+        "answer never came or was never recorded): look for the Message-ID in the relay's "
+        "log; helpdesk outbox failed",
     ]
 
     # And with a longer patience, only what a person must do remains
@@ -127,7 +128,8 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
     assert [line[4:].split(":")[0] for line in patient.output.splitlines()
             if line.startswith("  - ")] == [
         "1 quarantined mail", "1 failed outgoing mail",
-        "1 outgoing mail the relay may not have taken (it never answered the end of the mail)",
+        "1 outgoing mail the relay may not have taken (it took the whole mail, and its answer "
+        "never came or was never recorded)",
     ]
 
 

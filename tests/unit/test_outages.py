@@ -9,6 +9,7 @@ import redis.exceptions
 from dramatiq.errors import ConnectionClosed
 from sqlalchemy import create_engine
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.outages import away
 
@@ -22,6 +23,9 @@ from gateway.outages import away
      "the broker is unavailable (Timeout reading from socket)"),
     (ConnectionClosed(redis.exceptions.ConnectionError("Connection reset by peer")),
      "the broker is unavailable (Connection reset by peer)"),
+    (PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out"),
+     "the database is unavailable (no connection free in the pool (QueuePool limit of size 5 "
+     "overflow 10 reached, connection timed out))"),
     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
      "the broker is unavailable (You can't write against a read only replica.)"),
     (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
