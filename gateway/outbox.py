@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, or_, update
 
 from gateway.compose import Outgoing
 from gateway.database import Database, commit_right_after, new_id, unavailable
@@ -202,10 +202,13 @@ plus this: within the recovery sweep's ``stale_after`` (60 s by default),
 after which a claim is taken for a dead sender's and released, for any mail
 handed over in under ten seconds."""
 
-def _awaiting(now: datetime) -> dict[str, object]:
-    """The values that record a row handed to the relay whose answer is awaited,
-    by a sender that began at ``now`` (which ``longest_send`` bounds)."""
-    return {"status": OutboxStatus.AWAITING, "sent_at": now, "last_error": None}
+def _awaiting(now: datetime, gives_up_at: datetime) -> dict[str, object]:
+    """The values that record a row handed to the relay whose answer is awaited, by
+    a sender that began at ``now`` and gives up at ``gives_up_at`` (kept in
+    ``next_attempt_at``, which a row that is not pending has no other use
+    for): past that, and the sweep's margin, its sender has stopped."""
+    return {"status": OutboxStatus.AWAITING, "sent_at": now, "next_attempt_at": gives_up_at,
+            "last_error": None}
 
 
 def longest_send(relay: RelaySettings) -> timedelta:
@@ -281,6 +284,13 @@ def send_claimed(
     """``send_one`` for a row the caller already holds."""
     outbox_id = claimed.id
     released = awaiting = unrecorded = False
+    began = time.monotonic()
+
+    def gives_up_at() -> datetime:
+        """When this sender will have stopped waiting for the relay and recording its
+        answer, on the clock of ``now``."""
+        waited = time.monotonic() - began + transport.answer_within + RECORD_SENT_WITHIN
+        return now + timedelta(seconds=waited)
 
     def commit_sent(release: Callable[[], None]) -> bool:
         nonlocal awaiting, unrecorded
@@ -302,7 +312,7 @@ def send_claimed(
                         outbox_id, unavailable(error) or repr(error))
             unrecorded = True
             try:
-                _record_patiently(database, claimed, **_awaiting(now))
+                _record_patiently(database, claimed, **_awaiting(now, gives_up_at()))
             except Exception:
                 log.error("outbox %s: the database stays away; the mail goes again (released "
                           "to the sending queue, or by the recovery sweep)", outbox_id)
@@ -316,7 +326,7 @@ def send_claimed(
         if awaiting:
             return
         try:
-            _record_patiently(database, claimed, **_awaiting(now))
+            _record_patiently(database, claimed, **_awaiting(now, gives_up_at()))
             awaiting = True
         except Exception:  # the wait goes on; only a stop meanwhile would leave "sent"
             log.error("outbox %s: could not record that the relay's answer is awaited",
@@ -351,17 +361,24 @@ def send_claimed(
     return delivery, delay
 
 
-def abandoned_waits(database: Database, now: datetime, awaited_for: timedelta) -> list[int]:
-    """Make unconfirmed the rows awaiting the relay's answer whose sender began
-    longer ago than any sender runs (``awaited_for``, from ``longest_send``):
-    it stopped (a kill, a restart), and whether the relay took the mail only
-    its log can say. Run by the recovery sweep; returns the rows it changed."""
+def abandoned_waits(
+    database: Database, now: datetime, margin: timedelta, *, began_before: datetime | None = None
+) -> list[int]:
+    """Make unconfirmed the rows awaiting the relay's answer whose sender gave up
+    waiting more than ``margin`` ago, or began before ``began_before`` (a
+    process whose senders are all its own, started then): the sender stopped
+    (a kill, a restart), and whether the relay took the mail only its log can
+    say. The claim goes with it, so a sender that did not stop after all
+    cannot write over what a person decides. Run by the recovery sweep;
+    returns the rows it changed."""
+    abandoned = OUTBOX.c.next_attempt_at <= now - margin
+    if began_before is not None:
+        abandoned = or_(abandoned, OUTBOX.c.sent_at < began_before)
     with database.transaction() as connection:
         changed = sorted(connection.scalars(
             update(OUTBOX)
-            .where(OUTBOX.c.status == OutboxStatus.AWAITING,
-                   OUTBOX.c.sent_at <= now - awaited_for)
-            .values(status=OutboxStatus.UNCONFIRMED, last_error=SENDER_STOPPED)
+            .where(OUTBOX.c.status == OutboxStatus.AWAITING, abandoned)
+            .values(status=OutboxStatus.UNCONFIRMED, last_error=SENDER_STOPPED, claim=None)
             .returning(OUTBOX.c.id)
         ))
     if changed:

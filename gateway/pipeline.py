@@ -48,7 +48,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from gateway.casenumber import find_case_number, format_number, subject_tag
 from gateway.classify import Envelope, Verdict, classify
 from gateway.compose import Identity, Outgoing, Renderer, build_mail
-from gateway.database import Database, new_id
+from gateway.database import Database, new_id, unavailable
 from gateway.deadlines import due_at
 from gateway.decide import (
     NewCase,
@@ -119,6 +119,8 @@ def process_inbound(
         return quarantine(context.database, inbound_id, now,
                           f"the database refuses its data: {error.orig!r}")
     except Exception as error:  # a defect must not block the message forever: a person looks
+        if unavailable(error) is not None:
+            raise  # the database is away for now (no connection free in the pool): retried
         log.exception("inbound %s quarantined", inbound_id)
         return quarantine(context.database, inbound_id, now, f"processing failed: {error!r}")
 

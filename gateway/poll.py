@@ -17,5 +17,5 @@ def ready(fd: int, timeout: float, *, write: bool = False) -> bool:
         readers, writers = ([], [fd]) if write else ([fd], [])
         return any(select.select(readers, writers, [], max(timeout, 0)))
     poller = select.poll()
-    poller.register(fd, select.POLLOUT if write else select.POLLIN | select.POLLPRI)
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
     return bool(poller.poll(max(timeout, 0) * 1000))

@@ -26,12 +26,12 @@ that the recovery sweep leaves it alone; then the relay's reply is read and
 recorded over it (a mail it took as sent), rather than sent a second time.
 The reply to the end of a mail is awaited for ``end_of_data_timeout``; a
 2xx is sent, a 4xx or 5xx a refusal, and no SMTP reply at all unconfirmed.
-A relay that has not answered within ``SLOW_ANSWER_SECONDS`` is slow (a
-content filter): the caller is told (``waiting``) and records the row as
-awaiting the answer, so that a sender stopped during the wait leaves it
-for a person instead of "sent". Only a stop within that second (or while
-a relay that has begun its answer takes its time over the rest) leaves
-"sent" on a mail the relay then refuses.
+The answer is read whole within ``end_of_data_timeout`` in all, however it
+trickles in. A relay whose answer is not whole within
+``SLOW_ANSWER_SECONDS`` is slow (a content filter): the caller is told
+(``waiting``) and records the row as awaiting the answer, so that a sender
+stopped during the wait leaves it for a person instead of "sent". Only a
+stop within that second leaves "sent" on a mail the relay then refuses.
 
 A relay may refuse some recipients of a mail and take it for the others.
 The mail is then sent, and the refusals come back with the delivery for the
@@ -91,6 +91,10 @@ row for a person rather than "sent"."""
 
 
 class Transport(Protocol):
+    answer_within: float
+    """Seconds at most from a mail's end to the end of its answer: how long a
+    sender may wait, once its mail has gone."""
+
     def deliver(
         self, sender: str, recipients: Sequence[str], raw: bytes, commit: CommitPoint,
         waiting: Waiting | None = None,
@@ -185,7 +189,7 @@ class SmtpRelay:
     TRUSTED_SECONDS = 2.0
     """An idle connection younger than this is used without a NOOP first."""
     SLOW_ANSWER_SECONDS = 1.0
-    """A relay that has not answered the end of a mail by then is slow to (a
+    """A relay whose answer to the end of a mail is not whole by then is slow (a
     content filter, a queue on a busy disk): the caller is told (``waiting``)."""
     END_OF_DATA_SECONDS = 600.0
     """How long the relay may take to answer the end of a mail, RFC 5321's ten
@@ -207,6 +211,7 @@ class SmtpRelay:
         self.host, self.port, self.tls = host, port, tls
         self.username, self.password, self.timeout = username, password, timeout
         self.end_of_data_timeout = max(end_of_data_timeout, timeout)
+        self.answer_within = self.end_of_data_timeout
         self.local_hostname = local_hostname
         self._context: ssl.SSLContext | None = None
         self._idle: list[tuple[float, smtplib.SMTP]] = []
@@ -358,11 +363,9 @@ class SmtpRelay:
         if not commit(lambda: _send_now(sock, b".\r\n")):
             smtp.close()  # drop the transaction: without the final dot nothing is sent
             return Delivery("aborted", "row no longer held by this sender")
-        if waiting is not None and not _readable(sock, self.SLOW_ANSWER_SECONDS):
-            waiting()
         try:
-            sock.settimeout(self.end_of_data_timeout)
-            code, text = smtp.getreply()
+            code, text = _answer(sock, self.end_of_data_timeout, waiting,
+                                 self.SLOW_ANSWER_SECONDS)
             sock.settimeout(self.timeout)
         except (OSError, smtplib.SMTPException) as error:
             return Delivery("unconfirmed", f"relay {self.host}:{self.port} did not answer "
@@ -378,13 +381,60 @@ class SmtpRelay:
                                        f"{code} {text.decode('utf-8', 'replace')}")
 
 
-def _readable(sock: socket.socket, within: float) -> bool:
-    """Whether an answer has begun to arrive on ``sock`` within ``within`` seconds
-    (nothing is read). The answers before it were read whole: what smtplib holds
-    in its buffer ended with the 354 to DATA."""
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    return ready(sock.fileno(), within)
+LONGEST_ANSWER = 65536
+"""Bytes of an answer to the end of a mail beyond which it is no SMTP answer."""
+
+
+def _answer(
+    sock: socket.socket, within: float, waiting: Waiting | None, slow_after: float
+) -> tuple[int, bytes]:
+    """The relay's whole answer to the end of a mail, read from ``sock`` within
+    ``within`` seconds in all, however it trickles in; ``waiting`` is called
+    once if it is not whole after ``slow_after`` seconds. As smtplib's
+    ``getreply`` gives it (a line without a code is -1), which is not used
+    here because its timeout bounds each read, not the whole answer. What
+    smtplib holds in its buffer ended with the 354 to DATA, so the answer
+    is all on the socket. Raises ``OSError`` (a timeout) or
+    ``SMTPServerDisconnected``."""
+    start = time.monotonic()
+    deadline = start + within
+    slow_at = start + slow_after if waiting is not None else None
+    received = b""
+    while (whole := _whole_answer(received)) is None:
+        now = time.monotonic()
+        if now >= deadline:
+            raise TimeoutError(f"no whole answer within {within:g} s")
+        if slow_at is not None and now >= slow_at:
+            assert waiting is not None
+            waiting()
+            slow_at = None
+            continue
+        until = deadline if slow_at is None else min(deadline, slow_at)
+        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and not ready(
+                sock.fileno(), until - now):
+            continue
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise smtplib.SMTPServerDisconnected("connection closed before a whole answer")
+        received += chunk
+        if len(received) > LONGEST_ANSWER:
+            raise smtplib.SMTPServerDisconnected(f"an answer longer than {LONGEST_ANSWER} bytes")
+    return whole
+
+
+def _whole_answer(received: bytes) -> tuple[int, bytes] | None:
+    """The code and text of a whole SMTP reply at the start of ``received``, or
+    ``None`` while its last line has not come (RFC 5321 §4.2.1: every line but
+    the last has a hyphen after the code)."""
+    texts = []
+    for line in received.split(b"\n")[:-1]:  # whole lines only
+        line = line.rstrip(b"\r")
+        texts.append(line[4:].strip())
+        if line[3:4] != b"-":
+            code = int(line[:3]) if line[:3].isdigit() else -1
+            return code, b"\n".join(texts)
+    return None
 
 
 def _goodbye(smtp: smtplib.SMTP) -> None:
@@ -422,6 +472,8 @@ class EmlFolder:
     to be sent again, and that send writes the same file (named after the
     Message-ID): the folder still holds the mail once.
     """
+
+    answer_within = 0.0
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.outages import log_failure
-from gateway.outbox import abandoned_waits, longest_send
+from gateway.outbox import abandoned_waits
 from gateway.recovery import Dispatcher, sweep
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
@@ -60,10 +60,11 @@ class Sweeper:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def once(self, stale_after: timedelta, awaited_for: timedelta | None = None) -> None:
-        """One sweep; and rows awaiting the relay's answer for longer than
-        ``awaited_for`` (by default, longer than any sender waits) are made
-        unconfirmed, for a person."""
+    def once(self, stale_after: timedelta, *, first: bool = False) -> None:
+        """One sweep; and rows awaiting the relay's answer whose sender gave up
+        waiting ``stale_after`` ago are made unconfirmed, for a person (on the
+        first round of a process whose senders are all its own, every wait from
+        before it started)."""
         now = utcnow()
         try:
             sweep(self.runtime.database, self.dispatch, now, stale_after)
@@ -71,14 +72,10 @@ class Sweeper:
             log_failure(log, error, "recovery sweep failed")
         try:  # needs no broker
             abandoned_waits(self.runtime.database, now,
-                            self.longest_wait() if awaited_for is None else awaited_for)
+                            timedelta(seconds=self.runtime.settings.recovery.stale_after),
+                            began_before=self.started if first and self.startup else None)
         except Exception as error:
             log_failure(log, error, "recovery sweep failed to look for abandoned waits")
-
-    def longest_wait(self) -> timedelta:
-        """Longer than any sender runs, with ``stale_after`` to spare."""
-        settings = self.runtime.settings
-        return longest_send(settings.relay) + timedelta(seconds=settings.recovery.stale_after)
 
     def first_stale_after(self) -> timedelta:
         """How old unfinished work must be for the first sweep to hand it out.
@@ -95,10 +92,7 @@ class Sweeper:
 
     def _run(self) -> None:
         recovery = self.runtime.settings.recovery
-        first = self.first_stale_after()
-        # A process whose workers are its own knows every wait from before it started
-        # was another process's: abandoned.
-        self.once(first, first if self.startup else None)
+        self.once(self.first_stale_after(), first=True)
         while not self._stop.wait(recovery.interval):
             self.once(timedelta(seconds=recovery.stale_after))
 

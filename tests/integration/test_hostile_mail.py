@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.clock import utcnow
 from gateway.database import Database
@@ -160,3 +163,37 @@ def test_a_quarantined_mail_is_listed_and_once_released_handled_like_any_other(
     assert handed == [inbound_id]
     assert process_inbound(pg_runtime.pipeline, inbound_id, utcnow()).status == "processed"
     assert helpdesk("quarantine", "list").output == "nothing is quarantined\n"
+
+
+def test_a_pool_with_no_free_connection_is_waited_out_not_quarantined(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a stored mail, and a pool whose connections are all busy at the moment the
+    # pipeline asks for one (and free again a moment later)
+    inbound_id = accept(runtime.database, mail("[P1] Pool busy"), source="smtp",
+                        sender="alice@customer.example", recipients=["support@example.com"],
+                        now=utcnow())
+    database = runtime.database
+    busy = [True]
+
+    def at_first_busy(real: Callable[[], Any]) -> Callable[[], Any]:
+        def connect() -> Any:
+            if busy and busy.pop():
+                raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached, "
+                                  "connection timed out, timeout 30.00")
+            return real()
+        return connect
+
+    for name in ("reading", "transaction"):
+        monkeypatch.setattr(database, name, at_first_busy(getattr(database, name)))
+    # When it is processed, it fails as the database being away for now: the broker
+    # retries it (and the sweep hands it out again)
+    with pytest.raises(PoolTimeout):
+        process_inbound(runtime.pipeline, inbound_id, utcnow())
+    monkeypatch.undo()
+    # Then it is still waiting, not quarantined, and on the retry it becomes its case
+    with runtime.database.reading() as connection:
+        status = connection.scalar(select(INBOUND.c.status).where(INBOUND.c.id == inbound_id))
+    assert status == InboundStatus.RECEIVED
+    assert process_inbound(runtime.pipeline, inbound_id, utcnow()).status == (
+        InboundStatus.PROCESSED)

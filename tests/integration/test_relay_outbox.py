@@ -119,6 +119,7 @@ class Interrupting:
     def __init__(self, inner: Transport, before_commit=lambda: None,
                  after_release=lambda: None) -> None:
         self.inner = inner
+        self.answer_within = inner.answer_within
         self.before_commit = before_commit
         self.after_release = after_release
 
@@ -632,30 +633,91 @@ def test_a_sender_killed_while_the_relay_scans_leaves_the_mail_for_a_person(tmp_
         finally:
             sender.kill()
             sender.wait()
-    # Then the row does not say "sent" for the mail the relay went on to refuse
-    assert row(database, outbox_id).status == OutboxStatus.AWAITING
-    # And once no sender could still be waiting, the sweep hands it to a person
-    assert outbox.abandoned_waits(database, T0 + timedelta(minutes=12),
-                                  timedelta(minutes=11)) == [outbox_id]
+    # Then the row does not say "sent" for the mail the relay went on to refuse, and says
+    # when its sender would have given up: its ten minutes' wait, and 20 s to record it
+    awaiting = row(database, outbox_id)
+    assert awaiting.status == OutboxStatus.AWAITING
+    gives_up = awaiting.next_attempt_at - T0
+    assert timedelta(seconds=620) < gives_up < timedelta(seconds=640), gives_up
+    # And once it has, and the sweep's margin with it, the sweep hands it to a person
+    minute = timedelta(minutes=1)
+    assert outbox.abandoned_waits(database, T0 + gives_up, minute) == []
+    assert outbox.abandoned_waits(database, T0 + gives_up + minute, minute) == [outbox_id]
     assert row(database, outbox_id).status == OutboxStatus.UNCONFIRMED
     database.dispose()
 
 
-def test_a_wait_its_sender_abandoned_becomes_unconfirmed_after_the_longest_wait(database):
-    # Given two rows awaiting the relay's answer, one since long before any sender
-    # would still wait, one since a moment ago
-    abandoned, awaited = queue(database, "ack:1"), queue(database, "ack:2")
+def test_a_wait_its_sender_gave_up_becomes_unconfirmed_and_unclaimed(database):
+    # Given three rows awaiting the relay's answer: one whose sender gave up two minutes
+    # ago, one whose sender gives up in a moment, and one whose sender began before
+    # this process started
+    started = T0 - timedelta(minutes=5)
+    gave_up, waits, before = (queue(database, f"ack:{n}") for n in range(3))
     with database.transaction() as connection:
-        for outbox_id, since in ((abandoned, T0 - timedelta(minutes=12)), (awaited, T0)):
+        for outbox_id, began, gives_up in (
+            (gave_up, T0 - timedelta(minutes=12), T0 - timedelta(minutes=2)),
+            (waits, T0 - timedelta(minutes=2), T0 + timedelta(seconds=5)),
+            (before, started - timedelta(seconds=1), T0 + timedelta(minutes=8)),
+        ):
             connection.execute(update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(
-                status=OutboxStatus.AWAITING, sent_at=since, claim="gone"))
-    # When the sweep looks for waits longer than the longest (11 minutes, say)
-    changed = outbox.abandoned_waits(database, T0, timedelta(minutes=11))
-    # Then the abandoned one is unconfirmed, for a person, and the other still awaited
-    assert changed == [abandoned]
-    assert (row(database, abandoned).status, row(database, abandoned).last_error) == (
-        OutboxStatus.UNCONFIRMED, outbox.SENDER_STOPPED)
-    assert row(database, awaited).status == OutboxStatus.AWAITING
+                status=OutboxStatus.AWAITING, sent_at=began, next_attempt_at=gives_up,
+                claim="a sender"))
+    # When the sweep looks, with a minute's margin
+    assert outbox.abandoned_waits(database, T0, timedelta(minutes=1)) == [gave_up]
+    # Then the abandoned one is unconfirmed, for a person, no longer held by its sender
+    abandoned = row(database, gave_up)
+    assert (abandoned.status, abandoned.last_error, abandoned.claim) == (
+        OutboxStatus.UNCONFIRMED, outbox.SENDER_STOPPED, None)
+    assert row(database, waits).status == OutboxStatus.AWAITING
+    # And a process whose senders are all its own finds the one from before it started
+    assert outbox.abandoned_waits(database, T0, timedelta(minutes=1),
+                                  began_before=started) == [before]
+
+
+class Trickling:
+    """A relay whose answer to the end of a mail comes a line at a time."""
+
+    def __init__(self, lines: list[str], pause: float) -> None:
+        self.lines, self.pause = lines, pause
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.received.append(envelope.original_content)
+        for line in self.lines[:-1]:
+            await server.push(line)
+            await asyncio.sleep(self.pause)
+        return self.lines[-1]
+
+
+@pytest.mark.parametrize(("lines", "pause", "outcome", "kept"), [
+    # A whole answer after a slow start: awaited in the open, then recorded
+    (["550-5.7.1 the content filter", "550 5.7.1 rejected it"], 1.5, "permanent",
+     OutboxStatus.FAILED),
+    # One that trickles in for longer than the relay is given in all
+    ([f"250-{n}" for n in range(8)] + ["250 OK"], 0.4, "unconfirmed", OutboxStatus.UNCONFIRMED),
+], ids=["slow-to-finish", "trickling-past-the-wait"])
+def test_an_answer_is_whole_within_the_wait_or_unconfirmed(database, lines, pause, outcome, kept):
+    handler = Trickling(lines, pause)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        relay = SmtpRelay("127.0.0.1", controller.port, timeout=2, end_of_data_timeout=2)
+        outbox_id = queue(database)
+        seen: list[str] = []
+        sender = threading.Thread(target=lambda: seen.append(
+            send(database, relay, outbox_id)[0].outcome))  # type: ignore[union-attr]
+        sender.start()
+        statuses = set()
+        while sender.is_alive():
+            statuses.add(row(database, outbox_id).status)
+            time.sleep(0.05)
+        relay.close()
+    finally:
+        controller.stop()
+    assert seen == [outcome]
+    assert OutboxStatus.AWAITING in statuses  # not whole after a second: said so
+    assert row(database, outbox_id).status == kept
+    assert len(handler.received) == 1
 
 
 @pytest.mark.parametrize(("raw", "arrives"), [
