@@ -244,7 +244,7 @@ def move_by_hand(
 
 _SQLITE_NOT_NOW = frozenset({
     5, 6,  # SQLITE_BUSY, SQLITE_LOCKED: another writer holds it
-    7, 9,  # SQLITE_NOMEM, SQLITE_INTERRUPT
+    9,  # SQLITE_INTERRUPT
     8, 10, 13, 14, 15,  # READONLY, IOERR, FULL, CANTOPEN, PROTOCOL: the file or its disk
     17,  # SQLITE_SCHEMA: the schema changed under a prepared statement
 })

@@ -224,6 +224,10 @@ def longest_send(relay: RelaySettings) -> timedelta:
                      + 2 * RECORD_SENT_WITHIN + 60)
 
 
+POOL_WAIT = 30.0
+"""Seconds a statement may wait for a connection from the pool (SQLAlchemy's
+``pool_timeout``), on top of its own time."""
+
 SENDER_STOPPED = ("handed to the relay, whose answer to its end was still awaited when its "
                   "sender stopped: the answer was never recorded")
 """Why an awaiting row became unconfirmed (``abandoned_waits``)."""
@@ -247,9 +251,10 @@ def _record_patiently(database: Database, claimed: Claimed, **values: object) ->
             time.sleep(pause)
             pause = min(pause * 2, 4.0)
             continue
-        if not held:  # released as stale meanwhile: another sender may send it again
+        if not held:  # released as stale, or made unconfirmed, meanwhile
             log.error("outbox %s: handed to the relay, but no longer held when '%s' could "
-                      "be recorded; it may go again", claimed.id, status)
+                      "be recorded (the recovery sweep took it meanwhile: helpdesk status "
+                      "says what it became)", claimed.id, status)
         return held
 
 
@@ -288,8 +293,11 @@ def send_claimed(
 
     def gives_up_at() -> datetime:
         """When this sender will have stopped waiting for the relay and recording its
-        answer, on the clock of ``now``."""
-        waited = time.monotonic() - began + transport.answer_within + RECORD_SENT_WITHIN
+        answer, on the clock of ``now``: from here, at most the record of this
+        wait, the wait, and the record of the answer, each record with its
+        patience and a last try's wait for a pooled connection."""
+        waited = (time.monotonic() - began + transport.answer_within
+                  + 2 * (RECORD_SENT_WITHIN + POOL_WAIT))
         return now + timedelta(seconds=waited)
 
     def commit_sent(release: Callable[[], None]) -> bool:

@@ -413,8 +413,14 @@ def _answer(
         if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and not ready(
                 sock.fileno(), until - now):
             continue
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        chunk = sock.recv(4096)
+        # Readable is not yet a whole TLS record: recv may wait for the rest of one,
+        # and must not wait past the moment to say the answer is slow.
+        sock.settimeout(max(until - time.monotonic(), 0.001))
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue  # OpenSSL keeps what came of the record; the loop looks again
+
         if not chunk:
             raise smtplib.SMTPServerDisconnected("connection closed before a whole answer")
         received += chunk
@@ -431,9 +437,10 @@ def _whole_answer(received: bytes) -> tuple[int, bytes] | None:
     for line in received.split(b"\n")[:-1]:  # whole lines only
         line = line.rstrip(b"\r")
         texts.append(line[4:].strip())
+        if not line[:3].isdigit():
+            return -1, b"\n".join(texts)  # no SMTP reply, as smtplib says it
         if line[3:4] != b"-":
-            code = int(line[:3]) if line[:3].isdigit() else -1
-            return code, b"\n".join(texts)
+            return int(line[:3]), b"\n".join(texts)
     return None
 
 

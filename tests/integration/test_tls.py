@@ -5,7 +5,10 @@ aiosmtpd relay (certificates from a test CA made by ``trustme``)."""
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -195,3 +198,96 @@ def test_a_certificate_that_cannot_be_loaded_stops_start_up_naming_its_key(
     assert reason.format(cert=cert) in str(raised.value)
     # before anything was made: no database, no worker, no data folder
     assert not Path(settings.data_dir).exists()
+
+
+class SplitRecordRelay:
+    """A TLS relay (implicit TLS) that sends its answer to the end of a mail as one
+    TLS record in two pieces, ``pause`` seconds apart, as a lost segment's
+    retransmission would: readable at once, whole only later."""
+
+    def __init__(self, ca: trustme.CA, pause: float) -> None:
+        self.context, self.pause = server_context(ca), pause
+        self.whole_at = float("inf")
+        """When the rest of the split record went."""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.context.wrap_bio(incoming, outgoing, server_side=True)
+        received = b""
+
+        def flush() -> None:
+            if data := outgoing.read():
+                connection.sendall(data)
+
+        def until(end: bytes) -> bytes:
+            nonlocal received
+            while end not in received:
+                try:
+                    received += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    flush()
+                    incoming.write(connection.recv(65536))
+            line, received = received.split(end, 1)
+            return line
+
+        def answer(text: bytes, split: bool = False) -> None:
+            tls.write(text)
+            record = outgoing.read()
+            if split:
+                connection.sendall(record[:2])
+                time.sleep(self.pause)
+                record = record[2:]
+                self.whole_at = time.monotonic()
+            connection.sendall(record)
+
+        with connection:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    flush()
+                    incoming.write(connection.recv(65536))
+            flush()
+            answer(b"220 relay ESMTP\r\n")
+            while (command := until(b"\r\n").upper()) != b"QUIT":
+                if command == b"DATA":
+                    answer(b"354 go on\r\n")
+                    until(b"\r\n.\r\n")
+                    answer(b"250 2.0.0 queued\r\n", split=True)
+                else:
+                    answer(b"250 OK\r\n")
+            answer(b"221 bye\r\n")
+
+
+def test_an_answer_whose_tls_record_is_slow_to_come_whole_is_awaited_in_the_open(
+    ca: trustme.CA, trusting: None
+):
+    # Given a relay over TLS whose answer to the end of a mail starts at once and is
+    # whole only three seconds later
+    relay_server = SplitRecordRelay(ca, pause=3.0)
+    relay = SmtpRelay("127.0.0.1", relay_server.port, tls="tls", timeout=10,
+                      end_of_data_timeout=20)
+    told: list[float] = []
+    went: list[float] = []
+
+    def commit_at_the_dot(release: Callable[[], None]) -> bool:
+        release()
+        went.append(time.monotonic())
+        return True
+
+    # When a mail goes through it
+    delivery = relay.deliver("support@example.com", ["alice@customer.example"],
+                             mail("[HD-000001] Your request"), commit_at_the_dot,
+                             lambda: told.append(time.monotonic()))
+    relay.close()
+    # Then its sender is told the answer is slow while it waits, before the answer is
+    # whole, and then it is sent
+    assert delivery.outcome == "sent", delivery
+    assert len(told) == 1
+    assert went[0] < told[0] < relay_server.whole_at
