@@ -26,6 +26,7 @@ from gateway.settings import CONFIG_ENV
 
 if TYPE_CHECKING:
     from gateway.database import Database
+    from gateway.settings import Settings
 
 
 def _guarded(action: Any, *args: Any) -> None:
@@ -87,22 +88,36 @@ def serve(ctx: click.Context) -> None:
         gateway.stop()
 
 
+def _production_settings(ctx: click.Context, part: str) -> Settings:
+    """The settings for one part of the gateway run apart, which needs a broker
+    to reach the others: without one, what it queued would stay in its own
+    process, where nothing reads it (stored mail held back from the workers,
+    and the sweep's work with it)."""
+    settings = command_settings(ctx)
+    if settings.embedded:
+        raise ConfigProblem(
+            f"broker.url is empty: `helpdesk serve` runs {part} inside itself; "
+            f"set HELPDESK_BROKER_URL to run {part} apart"
+        )
+    return settings
+
+
 @main.command()
 @click.pass_context
 def smtp(ctx: click.Context) -> None:
     """Run only the inbound SMTP server (production; needs a broker)."""
     from gateway.service import run_smtp
 
-    _guarded(run_smtp, command_settings(ctx))
+    _guarded(run_smtp, _production_settings(ctx, "the SMTP server"))
 
 
 @main.command()
 @click.pass_context
 def sweeper(ctx: click.Context) -> None:
-    """Run only the recovery sweep (production)."""
+    """Run only the recovery sweep (production; needs a broker)."""
     from gateway.service import run_sweeper
 
-    _guarded(run_sweeper, command_settings(ctx))
+    _guarded(run_sweeper, _production_settings(ctx, "the recovery sweep"))
 
 
 @main.command()
@@ -111,12 +126,7 @@ def sweeper(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, processes: int, threads: int) -> None:
     """Run Dramatiq worker processes for the configured broker (production)."""
-    settings = command_settings(ctx)
-    if settings.embedded:
-        raise ConfigProblem(
-            "broker.url is empty: workers run inside `helpdesk serve`; "
-            "set HELPDESK_BROKER_URL to run them apart"
-        )
+    _production_settings(ctx, "the workers")
     if ctx.obj["config"] is not None:
         os.environ[CONFIG_ENV] = str(Path(ctx.obj["config"]).resolve())
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(processes),
@@ -133,15 +143,34 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Migrate the database to the newest schema."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import DBAPIError
+
     from gateway.database import make_engine
     from gateway.database import upgrade as run_upgrade
 
     engine = make_engine(command_settings(ctx).database_url)
     try:
         run_upgrade(engine)
+    except CommandError as error:  # a revision this release does not know
+        raise click.ClickException(
+            f"the database {SCHEMA_ADVICE['newer']} ({error})") from None
+    except DBAPIError as error:
+        raise click.ClickException(_unreadable(error)) from None
     finally:
         engine.dispose()
     click.echo("database schema is up to date")
+
+
+def _unreadable(error: BaseException) -> str:
+    """What stops the database from being read, in one line."""
+    from gateway.database import unavailable
+
+    reason = unavailable(error)
+    if reason is not None:
+        return f"the database is unavailable: {reason}"
+    orig = getattr(error, "orig", None) or error
+    return f"the database cannot be read: {str(orig).strip().splitlines()[0]}"
 
 
 ROW_ID = click.IntRange(1, 2**31 - 1)
@@ -166,6 +195,7 @@ def _database(ctx: click.Context) -> Iterator[Database]:
     created or locked for the asking.
     """
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
 
     from gateway.database import Database, schema_state, sqlite_path, unavailable
 
@@ -187,11 +217,12 @@ def _database(ctx: click.Context) -> Iterator[Database]:
                 f"the database at {parsed.render_as_string(hide_password=True)} "
                 f"{SCHEMA_ADVICE[state]}")
         yield database
+    except DBAPIError as error:  # unreachable, or no database at all (a file of another kind)
+        raise click.ClickException(_unreadable(error)) from None
     except Exception as error:
-        reason = unavailable(error)
-        if reason is None:
+        if unavailable(error) is None:
             raise
-        raise click.ClickException(f"the database is unavailable: {reason}") from None
+        raise click.ClickException(_unreadable(error)) from None
     finally:
         database.dispose()
 
@@ -276,7 +307,8 @@ def quarantine_dismiss(ctx: click.Context, ids: tuple[int, ...]) -> None:
 @main.group()
 def outbox() -> None:
     """Outgoing mail that needs a person: failed for good (refused by the relay,
-    or out of attempts), or unconfirmed (the relay never answered its end)."""
+    or out of attempts), or unconfirmed (handed to the relay whole, and its
+    answer never came or was never recorded)."""
 
 
 @outbox.command("failed")
@@ -292,7 +324,7 @@ def outbox_failed(ctx: click.Context, limit: int) -> None:
     for item in found:
         reason = " ".join(item.reason.split())  # a multi-line reply on one line
         if item.handed_over_at is not None:
-            reason += f" (handed to the relay at {_utc(item.handed_over_at)})"
+            reason += f" (its sender began at {_utc(item.handed_over_at)})"
         click.echo(f"{item.id}\t{item.status}\t{_utc(item.created_at)}\t"
                    f"{item.case_number or '-'}\t{item.kind}\t{', '.join(item.recipients)}\t"
                    f"<{item.message_id}>\t{plural(item.attempts, 'attempt')}\t{reason}")

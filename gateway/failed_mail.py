@@ -42,7 +42,8 @@ class FailedMail:
     attempts: int
     reason: str
     handed_over_at: datetime | None
-    """Of an unconfirmed mail, when it went to the relay: where to look in its log."""
+    """Of an unconfirmed mail, when its sender began (the mail went to the relay
+    soon after): where to start looking in the relay's log."""
 
 
 def failed_mail(database: Database, *, limit: int = 100) -> tuple[list[FailedMail], int]:

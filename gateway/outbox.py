@@ -202,6 +202,23 @@ plus this: within the recovery sweep's ``stale_after`` (60 s by default),
 after which a claim is taken for a dead sender's and released, for any mail
 handed over in under ten seconds."""
 
+RECORD_ANSWER_WITHIN = 120.0
+"""Seconds to go on trying to record the relay's answer to a mail whose row
+already says it went ("sent", or awaiting the answer): the recovery sweep
+leaves such a row alone, so only the worker's time limit bounds the wait.
+A database away for longer leaves the row as it was, and the log says what
+the relay answered."""
+
+POOL_WAIT = 30.0
+"""Seconds a statement may wait for a connection from the pool (SQLAlchemy's
+``pool_timeout``), on top of its own time."""
+
+AFTER_THE_END = RECORD_SENT_WITHIN + POOL_WAIT + RECORD_ANSWER_WITHIN + POOL_WAIT
+"""Seconds a sender may spend, besides the relay's own wait, between a mail's end
+and the record of its answer: the record that the answer is awaited, then the
+record of the answer, each with its patience and a last try's pool wait."""
+
+
 def _awaiting(now: datetime, gives_up_at: datetime) -> dict[str, object]:
     """The values that record a row handed to the relay whose answer is awaited, by
     a sender that began at ``now`` and gives up at ``gives_up_at`` (kept in
@@ -216,29 +233,29 @@ def longest_send(relay: RelaySettings) -> timedelta:
     each exchange with the relay up to ``relay.timeout`` (about a dozen, with
     STARTTLS, a login and one reconnection), its answer to the end of the mail
     up to ``relay.end_of_data_timeout``, the database's waits to record it (a
-    COMMIT's 30 s, ``RECORD_SENT_WITHIN`` twice), and a minute for processing
-    the mail before its acknowledgement goes. Workers are never stopped
-    sooner, and a row awaiting the relay's answer for longer has lost its
-    sender."""
+    COMMIT's 30 s, and ``AFTER_THE_END``), and a minute for processing the mail
+    before its acknowledgement goes. Workers are not stopped sooner. (A relay
+    that trickles the replies before the end of a mail, each within
+    ``relay.timeout``, can take longer; the mail's end has not gone then, and
+    a stopped sender's claim is given back by the sweep.)"""
     return timedelta(seconds=relay.end_of_data_timeout + 16 * relay.timeout + 30
-                     + 2 * RECORD_SENT_WITHIN + 60)
+                     + AFTER_THE_END + 60)
 
-
-POOL_WAIT = 30.0
-"""Seconds a statement may wait for a connection from the pool (SQLAlchemy's
-``pool_timeout``), on top of its own time."""
 
 SENDER_STOPPED = ("handed to the relay, whose answer to its end was still awaited when its "
                   "sender stopped: the answer was never recorded")
 """Why an awaiting row became unconfirmed (``abandoned_waits``)."""
 
 
-def _record_patiently(database: Database, claimed: Claimed, **values: object) -> bool:
+def _record_patiently(
+    database: Database, claimed: Claimed, values: dict[str, object],
+    within: float = RECORD_SENT_WITHIN,
+) -> bool:
     """Record ``values`` on a row whose mail went to the relay, trying again while
-    the database is unavailable, for up to ``RECORD_SENT_WITHIN``; raises the
-    last error if it stays away. False if the row is no longer ours."""
+    the database is unavailable, for up to ``within`` seconds; raises the last
+    error if it stays away. False if the row is no longer ours."""
     status = values["status"]
-    deadline = time.monotonic() + RECORD_SENT_WITHIN
+    deadline = time.monotonic() + within
     pause = 0.25
     while True:
         try:
@@ -251,10 +268,11 @@ def _record_patiently(database: Database, claimed: Claimed, **values: object) ->
             time.sleep(pause)
             pause = min(pause * 2, 4.0)
             continue
-        if not held:  # released as stale, or made unconfirmed, meanwhile
+        if not held:  # the sweep released it as stale, or made it unconfirmed, meanwhile
             log.error("outbox %s: handed to the relay, but no longer held when '%s' could "
-                      "be recorded (the recovery sweep took it meanwhile: helpdesk status "
-                      "says what it became)", claimed.id, status)
+                      "be recorded: the recovery sweep took it meanwhile, and it may go "
+                      "again (if it was released) or wait for a person (if unconfirmed)",
+                      claimed.id, status)
         return held
 
 
@@ -296,8 +314,7 @@ def send_claimed(
         answer, on the clock of ``now``: from here, at most the record of this
         wait, the wait, and the record of the answer, each record with its
         patience and a last try's wait for a pooled connection."""
-        waited = (time.monotonic() - began + transport.answer_within
-                  + 2 * (RECORD_SENT_WITHIN + POOL_WAIT))
+        waited = time.monotonic() - began + transport.answer_within + AFTER_THE_END
         return now + timedelta(seconds=waited)
 
     def commit_sent(release: Callable[[], None]) -> bool:
@@ -320,7 +337,7 @@ def send_claimed(
                         outbox_id, unavailable(error) or repr(error))
             unrecorded = True
             try:
-                _record_patiently(database, claimed, **_awaiting(now, gives_up_at()))
+                _record_patiently(database, claimed, _awaiting(now, gives_up_at()))
             except Exception:
                 log.error("outbox %s: the database stays away; the mail goes again (released "
                           "to the sending queue, or by the recovery sweep)", outbox_id)
@@ -334,7 +351,7 @@ def send_claimed(
         if awaiting:
             return
         try:
-            _record_patiently(database, claimed, **_awaiting(now, gives_up_at()))
+            _record_patiently(database, claimed, _awaiting(now, gives_up_at()))
             awaiting = True
         except Exception:  # the wait goes on; only a stop meanwhile would leave "sent"
             log.error("outbox %s: could not record that the relay's answer is awaited",
@@ -349,11 +366,14 @@ def send_claimed(
         pass  # committed with the final dot
     elif released:  # the mail's end went: what the relay answered must not be lost
         try:
-            if _record_patiently(database, claimed, **values) and unrecorded:
+            # The row says the mail went ("sent", or awaiting): the sweep leaves it be.
+            if _record_patiently(database, claimed, values, RECORD_ANSWER_WITHIN) \
+                    and unrecorded:
                 log.info("outbox %s: '%s' recorded after all", outbox_id, values["status"])
         except Exception:
-            log.error("outbox %s: the relay answered %s, and the database stays away: the "
-                      "row still says what it said before", outbox_id, delivery.detail)
+            log.error("outbox %s: the relay answered '%s', and the database stayed away: "
+                      "the row still says the mail went, and this answer is recorded nowhere "
+                      "else", outbox_id, delivery.detail)
             raise
     else:
         _settle(database, claimed, None, **values)

@@ -140,10 +140,10 @@ def needs_a_person(backlog: Backlog, now: datetime, longest_wait: timedelta) -> 
     if backlog.failed:
         found.append(f"{plural(backlog.failed, 'failed outgoing mail')}: helpdesk outbox failed")
     if backlog.unconfirmed:
-        found.append(f"{plural(backlog.unconfirmed, 'outgoing mail')} the relay may not have "
-                     "taken (it took the whole mail, and its answer never came or was never "
-                     "recorded): look for the Message-ID in the relay's log; "
-                     "helpdesk outbox failed")
+        found.append(f"{plural(backlog.unconfirmed, 'outgoing mail')} the relay may or may "
+                     "not have delivered (it was handed the whole mail, and its answer never "
+                     "came or was never recorded): look for the Message-ID in the relay's "
+                     "log; helpdesk outbox failed")
     return found
 
 

@@ -131,7 +131,7 @@ def test_an_unconfirmed_mail_goes_again_only_when_asked_for_by_name(
     assert fields[3] == number
     assert fields[6] == f"<{message_id(relayed, unanswered)}>"
     assert fields[8].startswith("relay 127.0.0.1:25 did not answer the end of the mail: "
-                                "timed out (handed to the relay at ")
+                                "timed out (its sender began at ")
     assert more == "… and 1 more (--limit)"
     # And a plain retry refuses them: the relay may have delivered them
     plain = helpdesk("outbox", "retry", str(unanswered))

@@ -117,9 +117,9 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
         "the relay's last answer to the oldest: 421 4.3.2 Try again later",
         "  - 1 quarantined mail: helpdesk quarantine list",
         "  - 1 failed outgoing mail: helpdesk outbox failed",
-        "  - 1 outgoing mail the relay may not have taken (it took the whole mail, and its "
-        "answer never came or was never recorded): look for the Message-ID in the relay's "
-        "log; helpdesk outbox failed",
+        "  - 1 outgoing mail the relay may or may not have delivered (it was handed the "
+        "whole mail, and its answer never came or was never recorded): look for the "
+        "Message-ID in the relay's log; helpdesk outbox failed",
     ]
 
     # And with a longer patience, only what a person must do remains
@@ -128,8 +128,8 @@ def test_mail_stuck_in_each_way_is_shown_and_needs_a_person(
     assert [line[4:].split(":")[0] for line in patient.output.splitlines()
             if line.startswith("  - ")] == [
         "1 quarantined mail", "1 failed outgoing mail",
-        "1 outgoing mail the relay may not have taken (it took the whole mail, and its answer "
-        "never came or was never recorded)",
+        "1 outgoing mail the relay may or may not have delivered (it was handed the whole "
+        "mail, and its answer never came or was never recorded)",
     ]
 
 
@@ -253,3 +253,32 @@ def test_status_reads_an_sqlite_database_while_a_writer_holds_it(
     # Then it reads beside the writer, as WAL allows, rather than queue for its lock
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1] == "nothing needs a person"
+
+
+def test_a_database_that_cannot_be_read_or_upgraded_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str
+):
+    monkeypatch.chdir(tmp_path)
+    not_a_database = tmp_path / "notes.sqlite3"
+    not_a_database.write_bytes(b"these are notes, not a database\n" * 64)
+    later = Database(pg_url)
+    upgrade(later.engine)
+    with later.transaction() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    later.dispose()
+    for url, command, said in (
+        (f"sqlite:///{not_a_database}", ["status"],
+         "Error: the database cannot be read: file is not a database"),
+        (f"sqlite:///{not_a_database}", ["db", "upgrade"],
+         "Error: the database cannot be read: file is not a database"),
+        ("postgresql+psycopg://postgres@127.0.0.1:9/test", ["db", "upgrade"],
+         "Error: the database is unavailable: connection failed"),
+        (pg_url, ["db", "upgrade"],
+         "Error: the database holds a schema from a later release than this one: "
+         "run that release ("),
+    ):
+        result = CliRunner().invoke(main, command, env={
+            "HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url})
+        assert result.exit_code == 1, (command, result.output)
+        [line] = result.output.splitlines()
+        assert line.startswith(said), line

@@ -57,7 +57,7 @@ def test_failed_and_unconfirmed_mail_need_a_person_whatever_their_age():
     assert needs_a_person(found, NOW, timedelta(days=365)) == [
         "1 quarantined mail: helpdesk quarantine list",
         "2 failed outgoing mails: helpdesk outbox failed",
-        "1 outgoing mail the relay may not have taken (it took the whole mail, and its answer "
-        "never came or was never recorded): look for the Message-ID in the relay's log; "
-        "helpdesk outbox failed",
+        "1 outgoing mail the relay may or may not have delivered (it was handed the whole "
+        "mail, and its answer never came or was never recorded): look for the Message-ID in "
+        "the relay's log; helpdesk outbox failed",
     ]
