@@ -146,20 +146,35 @@ def upgrade(ctx: click.Context) -> None:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError
 
-    from gateway.database import make_engine
+    from gateway.database import make_engine, unavailable
     from gateway.database import upgrade as run_upgrade
 
-    engine = make_engine(command_settings(ctx).database_url)
+    url = command_settings(ctx).database_url
+    try:
+        engine = make_engine(url)
+    except OSError as error:  # the folder of an SQLite file
+        raise click.ClickException(f"cannot make the database's folder: {error}") from None
     try:
         run_upgrade(engine)
-    except CommandError as error:  # a revision this release does not know
+    except CommandError as error:
+        if "Can't locate revision" not in str(error):
+            raise
         raise click.ClickException(
             f"the database {SCHEMA_ADVICE['newer']} ({error})") from None
     except DBAPIError as error:
-        raise click.ClickException(_unreadable(error)) from None
+        if unavailable(error) is not None:
+            raise click.ClickException(_unreadable(error)) from None
+        raise click.ClickException(f"the database refused the migration: "
+                                   f"{_first_line(error)}") from None
     finally:
         engine.dispose()
     click.echo("database schema is up to date")
+
+
+def _first_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def _unreadable(error: BaseException) -> str:
@@ -169,8 +184,7 @@ def _unreadable(error: BaseException) -> str:
     reason = unavailable(error)
     if reason is not None:
         return f"the database is unavailable: {reason}"
-    orig = getattr(error, "orig", None) or error
-    return f"the database cannot be read: {str(orig).strip().splitlines()[0]}"
+    return f"the database cannot be read: {_first_line(error)}"
 
 
 ROW_ID = click.IntRange(1, 2**31 - 1)
@@ -210,15 +224,16 @@ def _database(ctx: click.Context) -> Iterator[Database]:
         logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     database = Database(url, pool_size=1)
     try:
-        with database.reading() as connection:
-            state = schema_state(connection)
+        try:
+            with database.reading() as connection:
+                state = schema_state(connection)
+        except DBAPIError as error:  # unreachable, or no database (a file of another kind)
+            raise click.ClickException(_unreadable(error)) from None
         if state != "current":
             raise click.ClickException(
                 f"the database at {parsed.render_as_string(hide_password=True)} "
                 f"{SCHEMA_ADVICE[state]}")
         yield database
-    except DBAPIError as error:  # unreachable, or no database at all (a file of another kind)
-        raise click.ClickException(_unreadable(error)) from None
     except Exception as error:
         if unavailable(error) is None:
             raise

@@ -249,13 +249,14 @@ SENDER_STOPPED = ("handed to the relay, whose answer to its end was still awaite
 
 def _record_patiently(
     database: Database, claimed: Claimed, values: dict[str, object],
-    within: float = RECORD_SENT_WITHIN,
+    within: float | None = None,
 ) -> bool:
     """Record ``values`` on a row whose mail went to the relay, trying again while
-    the database is unavailable, for up to ``within`` seconds; raises the last
-    error if it stays away. False if the row is no longer ours."""
+    the database is unavailable, for up to ``within`` seconds (by default
+    ``RECORD_SENT_WITHIN``); raises the last error if it stays away. False if
+    the row is no longer ours."""
     status = values["status"]
-    deadline = time.monotonic() + within
+    deadline = time.monotonic() + (RECORD_SENT_WITHIN if within is None else within)
     pause = 0.25
     while True:
         try:

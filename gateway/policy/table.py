@@ -37,7 +37,7 @@ def describe_duration(amount: timedelta) -> str:
     """ "4 hours", "30 minutes", "1 hour 30 minutes": as a policy document writes it;
     seconds too under an hour ("45 seconds"), where they are not lost in rounding
     (and under a second, "0.5 seconds")."""
-    if amount < timedelta(seconds=1):
+    if timedelta(0) <= amount < timedelta(seconds=1):
         return f"{amount.total_seconds():g} seconds"
     minutes, seconds = divmod(int(amount.total_seconds()), 60)
     hours, rest = divmod(minutes, 60)

@@ -82,6 +82,15 @@ def row(database: Database, outbox_id: int) -> OutboxRow:
         return found
 
 
+def row_once(database: Database, outbox_id: int, status: str) -> OutboxRow:
+    """The row, once another thread or process has given it ``status`` (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while (found := row(database, outbox_id)).status != status:
+        assert time.monotonic() < deadline, found.status
+        time.sleep(0.05)
+    return found
+
+
 def send(database, transport: Transport, outbox_id: int, now: datetime = T0,
          max_attempts: int = 12) -> tuple[Delivery | None, timedelta | None]:
     return send_one(database, transport, outbox_id, now, max_attempts=max_attempts)
@@ -522,7 +531,7 @@ def test_commit_lost_after_the_dot_keeps_the_row_from_the_sweep_while_the_relay_
         sender.start()
         assert handler.took.wait(5)
         # When the recovery sweep runs while the sender waits, long after the claim
-        waiting = row(database, outbox_id)
+        waiting = row_once(database, outbox_id, OutboxStatus.AWAITING)
         handed = Recorder()
         sweep(database, handed, T0 + timedelta(minutes=5), timedelta(seconds=60))
         sender.join(10)
@@ -573,10 +582,7 @@ def test_a_slow_answer_to_the_end_is_awaited_in_the_open_and_then_recorded(
         assert handler.took.wait(5)
         # When it has not answered a second after the end, the row says its answer is
         # awaited (not yet "sent"), and the sweep leaves it alone however late it runs
-        deadline = time.monotonic() + 5
-        while row(database, outbox_id).status != OutboxStatus.AWAITING:
-            assert time.monotonic() < deadline, row(database, outbox_id).status
-            time.sleep(0.05)
+        row_once(database, outbox_id, OutboxStatus.AWAITING)
         handed = Recorder()
         sweep(database, handed, T0 + timedelta(hours=1), timedelta(seconds=60))
         sender.join(10)
@@ -626,10 +632,7 @@ def test_a_sender_killed_while_the_relay_scans_leaves_the_mail_for_a_person(tmp_
         )], cwd=ROOT)
         try:
             assert handler.took.wait(20)
-            deadline = time.monotonic() + 10
-            while row(database, outbox_id).status != OutboxStatus.AWAITING:
-                assert time.monotonic() < deadline, row(database, outbox_id).status
-                time.sleep(0.05)
+            row_once(database, outbox_id, OutboxStatus.AWAITING)
         finally:
             sender.kill()
             sender.wait()

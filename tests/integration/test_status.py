@@ -270,12 +270,14 @@ def test_a_database_that_cannot_be_read_or_upgraded_is_one_line(
         (f"sqlite:///{not_a_database}", ["status"],
          "Error: the database cannot be read: file is not a database"),
         (f"sqlite:///{not_a_database}", ["db", "upgrade"],
-         "Error: the database cannot be read: file is not a database"),
+         "Error: the database refused the migration: file is not a database"),
         ("postgresql+psycopg://postgres@127.0.0.1:9/test", ["db", "upgrade"],
          "Error: the database is unavailable: connection failed"),
         (pg_url, ["db", "upgrade"],
          "Error: the database holds a schema from a later release than this one: "
          "run that release ("),
+        (f"sqlite:///{not_a_database}/data/h.sqlite3", ["db", "upgrade"],
+         "Error: cannot make the database's folder: "),
     ):
         result = CliRunner().invoke(main, command, env={
             "HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url})
