@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway.cli_support import ConfigProblem, command_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, first_line
 from gateway.policy.commands import policy
 from gateway.policy.table import plural
 from gateway.settings import CONFIG_ENV
@@ -165,16 +165,10 @@ def upgrade(ctx: click.Context) -> None:
         if unavailable(error) is not None:
             raise click.ClickException(_unreadable(error)) from None
         raise click.ClickException(f"the database refused the migration: "
-                                   f"{_first_line(error)}") from None
+                                   f"{first_line(error)}") from None
     finally:
         engine.dispose()
     click.echo("database schema is up to date")
-
-
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None) or error
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 def _unreadable(error: BaseException) -> str:
@@ -184,7 +178,7 @@ def _unreadable(error: BaseException) -> str:
     reason = unavailable(error)
     if reason is not None:
         return f"the database is unavailable: {reason}"
-    return f"the database cannot be read: {_first_line(error)}"
+    return f"the database cannot be read: {first_line(error)}"
 
 
 ROW_ID = click.IntRange(1, 2**31 - 1)

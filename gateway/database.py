@@ -14,12 +14,24 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, CursorResult, Engine, Table, create_engine, event, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
+from gateway.errors import first_line
 from gateway.poll import ready
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -242,6 +254,16 @@ def move_by_hand(
         ))
 
 
+def total_of(
+    connection: Connection, shown: int, limit: int, table: Table, where: ColumnElement[bool]
+) -> int:
+    """How many rows of ``table`` match ``where`` in all, when ``shown`` of them
+    were read with ``limit``: counted only when that page came back full."""
+    if shown < limit:
+        return shown
+    return int(connection.scalar(select(func.count()).select_from(table).where(where)) or 0)
+
+
 _SQLITE_NOT_NOW = frozenset({
     5, 6,  # SQLITE_BUSY, SQLITE_LOCKED: another writer holds it
     9,  # SQLITE_INTERRUPT
@@ -262,7 +284,7 @@ def unavailable(error: BaseException) -> str | None:
     log an operator reads to find out what happened.
     """
     if isinstance(error, PoolTimeout):  # every connection of the pool busy for its timeout
-        return f"no connection free in the pool ({str(error).splitlines()[0]})"
+        return f"no connection free in the pool ({first_line(error)})"
     if not isinstance(error, DBAPIError):
         return None
     if not (isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated):
@@ -270,8 +292,7 @@ def unavailable(error: BaseException) -> str | None:
     code = getattr(error.orig, "sqlite_errorcode", None)
     if code is not None and code & 0xFF not in _SQLITE_NOT_NOW:
         return None  # SQLite says OperationalError of defects too: "no such table"
-    lines = str(error.orig if error.orig is not None else error).strip().splitlines()
-    return lines[0] if lines else type(error.orig).__name__
+    return first_line(error)
 
 
 def commit_right_after(

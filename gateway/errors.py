@@ -28,3 +28,11 @@ class ConfigError(HelpdeskError):
 
 class StoreUnavailable(HelpdeskError):
     """The database cannot take a message now; the sender should retry later."""
+
+
+def first_line(error: BaseException) -> str:
+    """What ``error`` says, in its first line: of the driver's own error where it
+    wraps one (SQLAlchemy's ``orig``), else of its own words, else its name."""
+    source = getattr(error, "orig", None) or error
+    lines = str(source).strip().splitlines()
+    return lines[0] if lines else type(source).__name__

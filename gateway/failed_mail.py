@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from gateway.database import Database, move_by_hand
+from gateway.database import Database, move_by_hand, total_of
 from gateway.models import CASES, OUTBOX, OutboxStatus
 
 
@@ -64,9 +64,7 @@ def failed_mail(database: Database, *, limit: int = 100) -> tuple[list[FailedMai
                             list(row.recipients), row.message_id, row.attempts,
                             row.last_error or "", row.sent_at)
                  for row in connection.execute(query)]
-        total = len(found) if len(found) < limit else connection.scalar(
-            select(func.count()).select_from(OUTBOX).where(needing))
-    return found, int(total or 0)
+        return found, total_of(connection, len(found), limit, OUTBOX, needing)
 
 
 def retry(

@@ -14,6 +14,7 @@ import redis.exceptions
 from dramatiq.errors import ConnectionClosed, ConnectionFailed
 
 from gateway.database import unavailable
+from gateway.errors import first_line
 
 _BROKER_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
@@ -39,8 +40,7 @@ def away(error: BaseException) -> str | None:
         isinstance(error, redis.exceptions.ResponseError)
         and str(error).startswith(_BROKER_AWAY_REPLIES)
     ):
-        lines = str(error).strip().splitlines()
-        return f"the broker is unavailable ({lines[0] if lines else type(error).__name__})"
+        return f"the broker is unavailable ({first_line(error)})"
     return None
 
 

@@ -318,8 +318,13 @@ def send_claimed(
         waited = time.monotonic() - began + transport.answer_within + AFTER_THE_END
         return now + timedelta(seconds=waited)
 
+    def record_awaiting() -> None:
+        nonlocal awaiting
+        _record_patiently(database, claimed, _awaiting(now, gives_up_at()))
+        awaiting = True
+
     def commit_sent(release: Callable[[], None]) -> bool:
-        nonlocal awaiting, unrecorded
+        nonlocal unrecorded
 
         def let_go() -> None:
             nonlocal released
@@ -338,22 +343,19 @@ def send_claimed(
                         outbox_id, unavailable(error) or repr(error))
             unrecorded = True
             try:
-                _record_patiently(database, claimed, _awaiting(now, gives_up_at()))
+                record_awaiting()
             except Exception:
                 log.error("outbox %s: the database stays away; the mail goes again (released "
                           "to the sending queue, or by the recovery sweep)", outbox_id)
                 raise
-            awaiting = True
             return True
 
     def waiting() -> None:
         """The relay is slow to answer: a sender stopped now must not leave "sent"."""
-        nonlocal awaiting
         if awaiting:
             return
         try:
-            _record_patiently(database, claimed, _awaiting(now, gives_up_at()))
-            awaiting = True
+            record_awaiting()
         except Exception:  # the wait goes on; only a stop meanwhile would leave "sent"
             log.error("outbox %s: could not record that the relay's answer is awaited",
                       outbox_id)

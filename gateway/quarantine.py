@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from gateway.database import Database, move_by_hand
+from gateway.database import Database, move_by_hand, total_of
 from gateway.models import INBOUND, InboundStatus
 
 
@@ -44,9 +44,7 @@ def quarantined(database: Database, *, limit: int = 100) -> tuple[list[Quarantin
     with database.reading() as connection:
         found = [Quarantined(row.id, row.received_at, row.envelope_sender, row.message_id,
                              row.reason or "") for row in connection.execute(query)]
-        total = len(found) if len(found) < limit else connection.scalar(
-            select(func.count()).select_from(INBOUND).where(held))
-    return found, int(total or 0)
+        return found, total_of(connection, len(found), limit, INBOUND, held)
 
 
 def release(database: Database, ids: Sequence[int], now: datetime) -> list[int]:
