@@ -50,7 +50,12 @@ def make_engine(url: str, *, pool_size: int = 10, autocommit: bool = False) -> E
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # A file's pool holds a connection for each thread that may use one at once
+        # (SQLAlchemy's default of 5 is fewer than the embedded gateway's threads).
+        # One in memory is a single connection per thread, with no size to set.
+        sizes = {"pool_size": pool_size, "max_overflow": pool_size} if path is not None else {}
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **sizes)
         writers = _WriterQueue()
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", writers.begin)

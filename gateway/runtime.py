@@ -59,6 +59,9 @@ def make_transport(settings: Settings) -> Transport:
 def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
     """Everything but the broker: database, policy, templates, identity, transport.
 
+    ``pool_size``: how many of the process's threads may use the database at
+    once (each holds one connection at a time); the pool keeps that many
+    connections, and opens as many again when more are asked for.
     Raises ``ConfigError`` when the policy or templates cannot be loaded.
     """
     policy = load_named(settings.policy, Path(settings.policies_dir),

@@ -27,7 +27,7 @@ from gateway.outbox import abandoned_waits
 from gateway.recovery import Dispatcher, sweep
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
-from gateway.smtp_server import InboundHandler, make_controller, tls_context
+from gateway.smtp_server import STORE_THREADS, InboundHandler, make_controller, tls_context
 from workers.actors import declare
 from workers.broker import make_broker
 
@@ -171,7 +171,11 @@ class Embedded:
     def __init__(self, settings: Settings) -> None:
         self.tls = server_tls(settings)
         self.broker = make_broker(settings)
-        self.runtime = build_runtime(settings)
+        # Each thread that may hold a connection at once: the workers, the edge's
+        # stores, the sweep.
+        self.runtime = build_runtime(
+            settings, pool_size=settings.broker.worker_threads + STORE_THREADS + 1
+        )
         self.dispatch = declare(self.broker, self.runtime)
         self.worker = dramatiq.Worker(
             self.broker, worker_threads=settings.broker.worker_threads, worker_timeout=100
@@ -198,7 +202,7 @@ def run_smtp(settings: Settings) -> None:
     """The SMTP edge alone, enqueueing to the configured broker."""
     tls = server_tls(settings)
     broker = make_broker(settings)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, pool_size=STORE_THREADS)
     stop = start_smtp(runtime, declare(broker, runtime), tls)
     try:
         wait_for_signal()

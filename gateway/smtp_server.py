@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from typing import Any
@@ -39,6 +40,11 @@ LONGEST_LINE = 1024 * 1024 + 2
 """Longest line a session takes, its CRLF included (see ``GatewaySMTP``)."""
 
 TEMPORARY_FAILURE = "451 4.3.0 Cannot store the message right now; please try again later"
+
+STORE_THREADS = 8
+"""Threads that store mail for the edge at once, each holding one database
+connection meanwhile: a known number, where asyncio's default executor grows
+with the machine's cores, so that the process's pool can be sized to it."""
 
 
 class InboundHandler:
@@ -275,7 +281,11 @@ class _Busy(asyncio.Protocol):
 class _GatewayController(Controller):
     def __init__(self, handler: Any, *, max_sessions: int, max_sessions_per_client: int,
                  **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+        loop = asyncio.new_event_loop()  # closed, with its executor, when the controller stops
+        loop.set_default_executor(
+            ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="smtp-store")
+        )
+        super().__init__(handler, loop=loop, **kwargs)
         self.sessions = Sessions(max_sessions, max_sessions_per_client)
         self._counting = False
 

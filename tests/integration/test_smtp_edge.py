@@ -17,6 +17,7 @@ from gateway.database import upgrade
 from gateway.models import InboundMessage
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import Embedded, start_smtp
+from gateway.smtp_server import STORE_THREADS
 from tests.conftest import Sink, connect_until_taken, mail, make_settings
 from tests.proxy import TcpProxy
 from workers.actors import declare
@@ -362,3 +363,19 @@ def test_one_client_over_its_most_gets_421_and_other_clients_are_still_taken(tmp
         assert stored(running) == 3
     finally:
         running.stop()
+
+
+def test_every_thread_of_the_embedded_gateway_gets_a_connection_at_once(tmp_path):
+    """Workers, the edge's stores and the sweep may all be in the database together:
+    none waits for the pool (whose wait, 30 s, would hold a mail or a 250)."""
+    settings = make_settings(tmp_path, HELPDESK_BROKER_WORKER_THREADS="40")
+    running = Embedded(settings)
+    engine = running.runtime.database.engine
+    threads = settings.broker.worker_threads + STORE_THREADS + 1
+    try:
+        with contextlib.ExitStack() as held:
+            for _ in range(threads):
+                held.enter_context(engine.connect())
+    finally:
+        running.runtime.close()
+        running.broker.close()
