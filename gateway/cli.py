@@ -22,7 +22,7 @@ from gateway.cli_support import ConfigProblem, command_settings
 from gateway.errors import ConfigError, first_line
 from gateway.policy.commands import policy
 from gateway.policy.table import plural
-from gateway.settings import CONFIG_ENV
+from gateway.settings import CONFIG_ENV, ENV_PREFIX
 
 if TYPE_CHECKING:
     from gateway.database import Database
@@ -121,14 +121,15 @@ def sweeper(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--processes", type=int, default=2, show_default=True)
-@click.option("--threads", type=int, default=8, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.pass_context
 def worker(ctx: click.Context, processes: int, threads: int) -> None:
     """Run Dramatiq worker processes for the configured broker (production)."""
     _production_settings(ctx, "the workers")
     if ctx.obj["config"] is not None:
         os.environ[CONFIG_ENV] = str(Path(ctx.obj["config"]).resolve())
+    os.environ[f"{ENV_PREFIX}BROKER_WORKER_THREADS"] = str(threads)  # their pools' size
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(processes),
             "--threads", str(threads), "--queues", "inbound", "outbox"]
     os.execv(sys.executable, argv)

@@ -214,7 +214,7 @@ def run_smtp(settings: Settings) -> None:
 def run_sweeper(settings: Settings) -> None:
     """The recovery sweep alone (production: one per installation is enough)."""
     broker = make_broker(settings)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, pool_size=1)
     sweeper = Sweeper(runtime, declare(broker, runtime), startup=False)
     sweeper.start()
     try:

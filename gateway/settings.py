@@ -63,7 +63,8 @@ class BrokerSettings(_Section):
     """``redis://…``; empty means in-process workers (embedded mode)."""
 
     worker_threads: int = Field(default=4, ge=1, le=64)
-    """Threads of the in-process worker in embedded mode."""
+    """Threads of the in-process worker in embedded mode; for each process of
+    ``helpdesk worker``, its ``--threads`` (the database pools are sized to them)."""
 
 
 class SmtpSettings(_Section):

@@ -11,7 +11,15 @@ from gateway.settings import load_settings
 from workers.actors import declare
 from workers.broker import make_broker
 
+DRAMATIQ_THREADS = 8
+"""Dramatiq's own default threads per process, for a process it was started
+with directly (``dramatiq workers.main``) rather than by ``helpdesk worker``,
+which sets ``broker.worker_threads`` to its ``--threads``."""
+
 settings = load_settings()
 broker = make_broker(settings)
-runtime = build_runtime(settings)
+# A connection kept for each of the process's threads, and one for its main thread.
+runtime = build_runtime(
+    settings, pool_size=max(settings.broker.worker_threads, DRAMATIQ_THREADS) + 1
+)
 dispatcher = declare(broker, runtime)

@@ -22,3 +22,14 @@ def test_a_part_run_apart_without_a_broker_is_refused_in_one_line(tmp_path, monk
         f"Error: broker.url is empty: `helpdesk serve` runs {part} inside itself; "
         f"set HELPDESK_BROKER_URL to run {part} apart"]
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing made
+
+
+@pytest.mark.parametrize(("option", "value"), [("--threads", "0"), ("--processes", "0"),
+                                               ("--threads", "65")])
+def test_workers_that_could_take_no_mail_are_refused(tmp_path, monkeypatch, option, value):
+    """Dramatiq starts with no process or no thread, and then takes nothing, silently."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["worker", option, value], env={
+        "HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": "redis://127.0.0.1:6379/6"})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}': {value} is not in the range" in result.output
