@@ -9,7 +9,6 @@ the inbound mail.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -113,15 +112,17 @@ class Renderer:
         return sanitize_header_text(subject), text, html
 
 
-def message_id_for(key: str, identity: Identity) -> str:
-    """A Message-ID that is the same every time the same outbox key is rendered."""
-    token = hashlib.sha256(f"{identity.loop_token}:{key}".encode()).hexdigest()[:24]
-    return f"helpdesk.{token}@{identity.message_id_domain}"
+def new_message_id(identity: Identity) -> str:
+    """A Message-ID nobody can work out in advance, and that no other installation
+    gives: a mail that answers one joins its case (``decide.belongs_to_case``),
+    so an id made from what is public (the address, the case's number) would let
+    anyone into any case. The id is kept with the mail's row, which is what a
+    second send uses, so it is stable where it must be."""
+    return f"helpdesk.{secrets.token_hex(12)}@{identity.message_id_domain}"
 
 
 def build_mail(
     *,
-    key: str,
     identity: Identity,
     to: str,
     subject: str,
@@ -144,7 +145,7 @@ def build_mail(
     for address in (to, identity.sender):
         if not PLAIN_ADDRESS.fullmatch(address):
             raise ValueError(f"{address!r} is not a plain mail address")
-    message_id = message_id_for(key, identity)
+    message_id = new_message_id(identity)
     parent = in_reply_to if in_reply_to and _is_message_id(in_reply_to) else None
     # Built with the compat32 classes: three times faster than EmailMessage's header
     # objects, and every value here is already one sanitised line of known shape.

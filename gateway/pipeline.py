@@ -447,7 +447,7 @@ def _acknowledge(
     })
     key = f"ack:{case_id}"
     outgoing = build_mail(
-        key=key, identity=context.identity, to=mail.sender or "", subject=subject, text=text,
+        identity=context.identity, to=mail.sender or "", subject=subject, text=text,
         html=html, date=now, in_reply_to=mail.message_id, references=mail.references,
     )
     outbox_id = add_to_outbox(

@@ -66,7 +66,7 @@ def relay_to(sink: Sink) -> SmtpRelay:
 def queue(database: Database, key: str = "ack:1") -> int:
     """One pending acknowledgement in the outbox, as the pipeline leaves it."""
     mail = build_mail(
-        key=key, identity=IDENTITY, to=CUSTOMER, subject=f"[HD-000001] {key}",
+        identity=IDENTITY, to=CUSTOMER, subject=f"[HD-000001] {key}",
         text="Your request is now case HD-000001.\n", html="<p>HD-000001</p>\n", date=T0,
         in_reply_to="m1@customer.example",
     )
@@ -232,7 +232,7 @@ def test_a_row_created_claimed_is_sent_by_its_holder_and_released_only_unsent(da
     # Given a row created already claimed, as processing creates its acknowledgement
     held = outbox.claim_token()
     mail = build_mail(
-        key="ack:7", identity=IDENTITY, to=CUSTOMER, subject="[HD-000007] ack:7",
+        identity=IDENTITY, to=CUSTOMER, subject="[HD-000007] ack:7",
         text="Case HD-000007.\n", html="<p>HD-000007</p>\n", date=T0,
     )
     with database.transaction() as connection:
@@ -903,7 +903,7 @@ BOB = "bob@customer.example"
 def queue_to_two(database: Database) -> int:
     """A pending row addressed to ``CUSTOMER`` and ``BOB``."""
     mail = replace(
-        build_mail(key="note:1", identity=IDENTITY, to=CUSTOMER, subject="[HD-000001] note",
+        build_mail(identity=IDENTITY, to=CUSTOMER, subject="[HD-000001] note",
                    text="A note.\n", html="<p>A note.</p>\n", date=T0),
         recipients=(CUSTOMER, BOB),
     )

@@ -36,7 +36,7 @@ def stored(runtime: Runtime, at, status: str = InboundStatus.RECEIVED) -> int:
 
 def queued(runtime: Runtime, key: str, at, **values) -> int:
     """An outgoing mail created at ``at``, then given ``values``."""
-    outgoing = build_mail(key=key, identity=IDENTITY, to="alice@customer.example",
+    outgoing = build_mail(identity=IDENTITY, to="alice@customer.example",
                           subject=f"[HD-000001] {key}", text="Case HD-000001.\n",
                           html="<p>HD-000001</p>\n", date=at)
     with runtime.database.transaction() as connection:

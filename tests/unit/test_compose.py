@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -22,7 +23,6 @@ from gateway.compose import (
     Outgoing,
     Renderer,
     build_mail,
-    message_id_for,
 )
 from gateway.mail import parse_message
 from gateway.settings import PROJECT_ROOT
@@ -34,7 +34,7 @@ INJECTION = "Database down\r\nBcc: evil@x"
 
 def build(**overrides: Any) -> Outgoing:
     arguments: dict[str, Any] = {
-        "key": "ack:1", "identity": IDENTITY, "to": "alice@customer.example",
+        "identity": IDENTITY, "to": "alice@customer.example",
         "subject": "[HD-000001] Database down", "text": "Hello\n", "html": "<p>Hello</p>\n",
         "date": NOW,
     }
@@ -277,18 +277,20 @@ def test_only_html_templates_are_autoescaped(tmp_path):
 # --- Message-ID and threading ------------------------------------------------------------------
 
 
-def test_message_id_is_stable_per_key():
-    first, again, other = build(key="ack:7"), build(key="ack:7"), build(key="ack:8")
-    assert first.message_id == again.message_id
-    assert first.message_id != other.message_id
-    assert first.message_id == message_id_for("ack:7", IDENTITY)
-    assert first.message_id.endswith("@helpdesk.example.com")
+def test_message_id_cannot_be_worked_out_from_what_is_public():
+    """A reply to it joins its case: made from the address and a case's number, it
+    would let anyone into any case (and repeat across installations)."""
+    ids = {build(subject="[HD-000007] same", date=NOW).message_id for _ in range(50)}
+    assert len(ids) == 50
+    for message_id in ids:
+        local, domain = message_id.split("@")
+        assert domain == "helpdesk.example.com"
+        assert re.fullmatch(r"helpdesk\.[0-9a-f]{24}", local)
 
 
-def test_message_id_does_not_depend_on_content_or_time():
-    one = build(subject="a", text="a", date=NOW)
-    two = build(subject="b", text="b", date=datetime(2027, 1, 1, tzinfo=UTC))
-    assert one.message_id == two.message_id
+def test_the_message_id_made_is_the_one_in_the_mail():
+    outgoing = build()
+    assert parsed(outgoing)["Message-ID"] == f"<{outgoing.message_id}>"
 
 
 def test_in_reply_to_and_references_thread_the_reply():
