@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gateway.cli_support import ConfigProblem, command_settings
-from gateway.errors import ConfigError, first_line
+from gateway.errors import ConfigError, HelpdeskError, first_line
 from gateway.policy.commands import policy
 from gateway.policy.table import plural
 from gateway.settings import CONFIG_ENV, ENV_PREFIX
@@ -77,7 +77,7 @@ def serve(ctx: click.Context) -> None:
     try:
         gateway = Embedded(settings)
         gateway.start()
-    except ConfigError as error:
+    except HelpdeskError as error:  # a setting, or another gateway on the database
         raise ConfigProblem(str(error)) from None
     mode = "in-process workers" if settings.embedded else f"broker {settings.broker.url}"
     sink = settings.relay.host or f"files in {settings.outbox_dir}"

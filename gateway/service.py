@@ -20,6 +20,7 @@ import dramatiq
 from gateway.clock import utcnow
 from gateway.database import is_current, upgrade
 from gateway.errors import ConfigError
+from gateway.exclusive import hold
 from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.outages import log_failure
@@ -182,8 +183,13 @@ class Embedded:
         )
         self.sweeper = Sweeper(self.runtime, self.dispatch, startup=settings.embedded)
         self._stop_smtp: Callable[[], None] | None = None
+        self._let_go: Callable[[], None] | None = None
 
     def start(self) -> None:
+        """Raises ``AlreadyRunning`` when another embedded gateway holds the database:
+        its first sweep would take that one's mail as it is being sent."""
+        if self.runtime.settings.embedded:
+            self._let_go = hold(self.runtime.settings.database_url)
         migrate_if_needed(self.runtime)
         self.worker.start()
         self.sweeper.start()
@@ -196,6 +202,8 @@ class Embedded:
         self.worker.stop()
         self.broker.close()
         self.runtime.close()
+        if self._let_go is not None:
+            self._let_go()
 
 
 def run_smtp(settings: Settings) -> None:
