@@ -169,6 +169,16 @@ class GatewaySMTP(SMTP):
         return path, rest
 
 
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await super().smtp_STARTTLS(arg)
+        # A connection closed during the handshake (the idle timeout, before Python's
+        # own 60 s for a handshake) ends without a word to this protocol: asyncio's
+        # TLS layer tells only a protocol whose handshake finished. Ended here, or the
+        # session would hold its place against the limits, and its task, for ever.
+        original = self._original_transport
+        if original is not None and original.is_closing() and self.transport is not None:
+            self.connection_lost(None)
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return

@@ -291,3 +291,31 @@ def test_an_answer_whose_tls_record_is_slow_to_come_whole_is_awaited_in_the_open
     assert delivery.outcome == "sent", delivery
     assert len(told) == 1
     assert went[0] < told[0] < relay_server.whole_at
+
+
+def test_a_session_silent_in_its_tls_handshake_lets_go_of_its_place_at_the_idle_timeout(
+    tmp_path, sink: Sink, server_files: tuple[str, str]
+):
+    # Given a gateway with a short idle timeout, one session at a time from an address
+    cert, key = server_files
+    running = Embedded(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_TLS_CERT=cert, HELPDESK_SMTP_TLS_KEY=key,
+        HELPDESK_SMTP_MAX_CONNECTIONS_PER_CLIENT="1", HELPDESK_SMTP_IDLE_TIMEOUT="0.5",
+    ))
+    running.start()
+    try:
+        smtp = running.runtime.settings.smtp
+        # When a client asks for TLS and then says nothing, past the idle timeout
+        with socket.create_connection((smtp.host, smtp.port)) as silent:
+            reader = silent.makefile("rb")
+            reader.readline()
+            silent.sendall(b"EHLO silent.example\r\nSTARTTLS\r\n")
+            while not reader.readline().startswith(b"220 "):
+                pass
+            silent.settimeout(30)
+            assert silent.recv(1) == b""  # closed by the server at its idle timeout
+        # Then its place is free again: the address may open a session
+        connect_until_taken(lambda: smtplib.SMTP(smtp.host, smtp.port)).quit()
+    finally:
+        running.stop()
