@@ -62,6 +62,17 @@ class InboundHandler:
         self._addresses = frozenset(a.lower() for a in support_addresses)
         self._now = now
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """What aiosmtpd offers, without AUTH: the gateway has no accounts, and
+        aiosmtpd would offer it after STARTTLS and refuse every login with 535,
+        which a sending server given credentials for this host takes as a
+        reason to hold its mail back."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
@@ -346,6 +357,7 @@ def make_controller(
     """
     kwargs: dict[str, Any] = {
         "data_size_limit": max_message_size, "ident": "helpdesk gateway", "timeout": idle_timeout,
+        "auth_exclude_mechanism": ["LOGIN", "PLAIN"],  # an AUTH all the same: 504, unknown
     }
     if tls is not None:
         kwargs["tls_context"] = tls

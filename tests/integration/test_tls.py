@@ -93,6 +93,8 @@ def test_the_edge_offers_starttls_with_a_certificate_and_takes_mail_over_it(
         assert client.has_extn("starttls")
         client.starttls(context=client_context)
         client.ehlo()
+        assert not client.has_extn("auth")  # no accounts here, so no login offered
+        assert client.docmd("AUTH", "PLAIN AGFsaWNlAHNlY3JldA==")[0] == 504
         client.sendmail("alice@customer.example", ["support@example.com"],
                         mail("[P2] Over TLS"))
     [ack] = sink.wait_for(1)
