@@ -53,14 +53,70 @@ class _Section(BaseModel):
         return value
 
 
+DATABASES = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg", "psycopg2")}
+"""Database → the SQLAlchemy drivers of it the gateway can run on (``""``: the
+default). ``gateway.database.make_engine`` takes PostgreSQL's default and
+psycopg2 to psycopg, the one driver installed."""
+
+DATABASE_EXAMPLE = "sqlite:///path/to/file or postgresql+psycopg://user:password@host/name"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""What Redis (``redis.connection.parse_url``, behind the broker) takes."""
+
+
 class DatabaseSettings(_Section):
     url: str = ""
-    """SQLAlchemy URL; empty means SQLite in ``data_dir``."""
+    """SQLAlchemy URL: ``sqlite:///…`` or ``postgresql+psycopg://…``; empty means
+    SQLite in ``data_dir``."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        """Checked here, not when the engine is made: a URL SQLAlchemy cannot read,
+        or of a database the gateway has no driver for, otherwise stops every
+        command with a traceback from deep inside SQLAlchemy."""
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(value)
+        except (ArgumentError, ValueError):  # ValueError: a port that is no number
+            # Not shown: what could not be parsed may hold a password.
+            raise _blamed_unshown("database.url", f"not a database URL; use {DATABASE_EXAMPLE}"
+                                  ) from None
+        shown = parsed.render_as_string(hide_password=True)
+        database, _, driver = parsed.drivername.partition("+")
+        if driver not in DATABASES.get(database, ()):
+            raise blaming("database.url", shown,
+                          f"{parsed.drivername} is not a database the gateway runs on; "
+                          f"use {DATABASE_EXAMPLE}")
+        return value
 
 
 class BrokerSettings(_Section):
     url: str = ""
-    """``redis://…``; empty means in-process workers (embedded mode)."""
+    """``redis://…`` (or ``rediss://…``, ``unix://…``); empty means in-process
+    workers (embedded mode)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        """Checked with Redis's own parser, which the broker uses: otherwise a bad
+        URL stops the gateway with a traceback only once the broker is made."""
+        if not value:
+            return value
+        from redis.connection import parse_url
+
+        if not value.lower().startswith(REDIS_SCHEMES):
+            raise _blamed_unshown("broker.url", "not a Redis URL; use redis://host:6379/0 "
+                                  "(or rediss://…, unix://…), or leave it empty for "
+                                  "in-process workers")
+        try:
+            parse_url(value)
+        except ValueError as error:  # a port or a query value of the wrong kind
+            raise _blamed_unshown("broker.url", f"not a usable Redis URL: {error}") from None
+        return value
 
     worker_threads: int = Field(default=4, ge=1, le=64)
     """Threads of the in-process worker in embedded mode; for each process of
@@ -363,6 +419,12 @@ def blaming(key: str, value: Any, reason: str) -> PydanticCustomError:
     the file or variable that set it."""
     return PydanticCustomError("blamed", "{value}: {reason}",
                                {"key": key, "value": repr(value), "reason": reason})
+
+
+def _blamed_unshown(key: str, reason: str) -> PydanticCustomError:
+    """A failed check of ``key`` whose value is left out of the message: a URL
+    that could not be read may hold a password, which belongs in no log."""
+    return PydanticCustomError("blamed", "{reason}", {"key": key, "reason": reason})
 
 
 def _config_error(

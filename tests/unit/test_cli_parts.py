@@ -1,4 +1,5 @@
-"""The parts of the gateway run apart refuse to start without a broker to reach the others."""
+"""The gateway's commands refuse to start, in one line, with what could not work: a part
+run apart without a broker to reach the others, a URL no part could use."""
 
 from __future__ import annotations
 
@@ -33,3 +34,20 @@ def test_workers_that_could_take_no_mail_are_refused(tmp_path, monkeypatch, opti
         "HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": "redis://127.0.0.1:6379/6"})
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}': {value} is not in the range" in result.output
+
+
+@pytest.mark.parametrize("command", [["serve"], ["status"], ["db", "upgrade"], ["sweeper"]])
+@pytest.mark.parametrize(("variable", "value"), [
+    ("HELPDESK_DATABASE_URL", "nonsense"), ("HELPDESK_DATABASE_URL", "mysql://x@y/z"),
+    ("HELPDESK_BROKER_URL", "nonsense"),
+])
+def test_a_url_no_part_could_use_stops_every_command_in_one_line(tmp_path, monkeypatch,
+                                                                  command, variable, value):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, command, env={
+        "HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": "redis://127.0.0.1:6379/6",
+        "HELPDESK_DATABASE_URL": f"sqlite:///{tmp_path}/h.sqlite3", variable: value})
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"Error: {variable}: {variable[9:].lower().replace('_', '.', 1)}: ")
+    assert list(tmp_path.iterdir()) == []

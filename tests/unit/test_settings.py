@@ -298,6 +298,15 @@ FILE_ERRORS = [
     pytest.param("[cases]\nnumber_format = 'HD-{year}'\n",
                  "gateway.toml: cases.number_format: 'HD-{year}': must contain {seq}",
                  id="number-format-without-seq"),
+    pytest.param("[database]\nurl = 'mysql://helpdesk:secret@db/helpdesk'\n",
+                 "gateway.toml: database.url: 'mysql://helpdesk:***@db/helpdesk': "
+                 "mysql is not a database the gateway runs on; use sqlite:///path/to/file "
+                 "or postgresql+psycopg://user:password@host/name",
+                 id="database-without-a-driver"),
+    pytest.param("[broker]\nurl = 'amqp://guest@rabbit//'\n",
+                 "gateway.toml: broker.url: not a Redis URL; use redis://host:6379/0 "
+                 "(or rediss://…, unix://…), or leave it empty for in-process workers",
+                 id="broker-not-redis"),
     pytest.param("smtp = 5\n",
                  "gateway.toml: smtp: 5: "
                  "Input should be a valid dictionary or instance of SmtpSettings",
@@ -358,6 +367,28 @@ ENV_ERRORS = [
                  "HELPDESK_BROKER_WORKER_THREADS: broker.worker_threads: '0': "
                  "Input should be greater than or equal to 1",
                  id="no-worker-threads"),
+    pytest.param("HELPDESK_DATABASE_URL", "nonsense",
+                 "HELPDESK_DATABASE_URL: database.url: not a database URL; use "
+                 "sqlite:///path/to/file or postgresql+psycopg://user:password@host/name",
+                 id="database-url-nonsense"),
+    pytest.param("HELPDESK_DATABASE_URL", "postgres://helpdesk:secret@db/helpdesk",
+                 "HELPDESK_DATABASE_URL: database.url: 'postgres://helpdesk:***@db/helpdesk': "
+                 "postgres is not a database the gateway runs on; use sqlite:///path/to/file "
+                 "or postgresql+psycopg://user:password@host/name",
+                 id="database-url-postgres-scheme"),
+    pytest.param("HELPDESK_DATABASE_URL", "postgresql+asyncpg://u@db/h",
+                 "HELPDESK_DATABASE_URL: database.url: 'postgresql+asyncpg://u@db/h': "
+                 "postgresql+asyncpg is not a database the gateway runs on; use "
+                 "sqlite:///path/to/file or postgresql+psycopg://user:password@host/name",
+                 id="database-url-driver-not-installed"),
+    pytest.param("HELPDESK_BROKER_URL", "nonsense",
+                 "HELPDESK_BROKER_URL: broker.url: not a Redis URL; use redis://host:6379/0 "
+                 "(or rediss://…, unix://…), or leave it empty for in-process workers",
+                 id="broker-url-nonsense"),
+    pytest.param("HELPDESK_BROKER_URL", "redis://redis:port/0",
+                 "HELPDESK_BROKER_URL: broker.url: not a usable Redis URL: "
+                 "Port could not be cast to integer value as 'port'",
+                 id="broker-url-bad-port"),
     pytest.param("HELPDESK_SMTP_TLS_CERT", "/etc/helpdesk/cert.pem",
                  "HELPDESK_SMTP_TLS_CERT: smtp.tls_cert: '/etc/helpdesk/cert.pem': "
                  "set without smtp.tls_key; STARTTLS needs both, or neither",
@@ -371,6 +402,31 @@ def test_bad_variable_names_the_variable(tmp_path, variable, value, message):
     path = write(tmp_path, "[smtp]\nport = 2525\n")
     # Then the message names the variable, not the file
     assert error_of(path, {variable: value}) == message
+
+
+def test_a_url_that_cannot_be_read_is_refused_without_its_password():
+    # A port that is no number: SQLAlchemy and Redis cannot read the URL at all
+    for variable, url in (("HELPDESK_DATABASE_URL", "postgresql://u:secret@db:port/h"),
+                          ("HELPDESK_BROKER_URL", "redis://:secret@r:port/0")):
+        message = error_of(None, {variable: url})
+        assert message.startswith(f"{variable}: ")
+        assert "secret" not in message
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:///var/lib/helpdesk/h.sqlite3", "sqlite://", "sqlite+pysqlite:///h.db",
+    "postgresql://u:p@db/h", "postgresql+psycopg://u@db:5433/h", "postgresql+psycopg2://u@db/h",
+])
+def test_database_urls_the_gateway_runs_on_are_taken(url):
+    assert load_settings(None, environ={"HELPDESK_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize("url", [
+    "redis://r:6379/1", "redis://:secret@r/0?socket_timeout=5", "rediss://r:6380/0",
+    "unix:///run/redis/redis.sock?db=2", "REDIS://r/0",
+])
+def test_broker_urls_redis_takes_are_taken(url):
+    assert load_settings(None, environ={"HELPDESK_BROKER_URL": url}).broker.url == url
 
 
 def test_bad_file_value_overridden_by_good_variable_is_fine(tmp_path):
