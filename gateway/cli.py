@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -376,8 +377,25 @@ def outbox_dismiss(ctx: click.Context, ids: tuple[int, ...]) -> None:
     _each_given_back(ctx, ids, dismiss, "dismissed", "not failed or unconfirmed (or no such mail)")
 
 
+class FiniteRange(click.FloatRange):
+    """A ``FloatRange`` that also refuses NaN, which compares as inside any range."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value} is not a number.", param, ctx)
+        return number
+
+
+MAX_WAIT = FiniteRange(0, 30 * 24 * 3600)
+"""Seconds mail may wait before ``status`` calls for a person: at most 30 days,
+longer than any monitor would wait and well inside what ``timedelta`` holds
+(an infinite or huge value stopped the command with a traceback)."""
+
+
 @main.command()
-@click.option("--max-wait", type=click.FloatRange(min=0), default=600.0, show_default=True,
+@click.option("--max-wait", type=MAX_WAIT, default=600.0, show_default=True,
               help="Seconds mail may wait (to be processed, or sent) before a person "
                    "should look.")
 @click.pass_context

@@ -220,6 +220,19 @@ def test_an_id_no_row_can_have_is_refused_before_the_database_is_asked(
         assert "99999999999 is not in the range 1<=x<=2147483647" in result.output
 
 
+def test_a_longest_wait_no_timedelta_holds_is_a_usage_error(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    helpdesk = helpdesk_on(runtime, monkeypatch, tmp_path)
+    for value, said in (("nan", "nan is not a number."),
+                        ("inf", "inf is not in the range 0<=x<=2592000."),
+                        ("1e15", "1000000000000000.0 is not in the range 0<=x<=2592000.")):
+        result = helpdesk("status", "--max-wait", value)
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines()[-1] == f"Error: Invalid value for '--max-wait': {said}"
+    assert helpdesk("status", "--max-wait", "2592000").exit_code == 0
+
+
 def test_a_database_from_a_later_release_is_not_to_be_upgraded_by_this_one(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
