@@ -299,8 +299,8 @@ class Settings(_Section):
 def load_settings(
     path: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read ``path`` (or ``$HELPDESK_CONFIG``, or ``./helpdesk.toml`` when present)
-    and apply ``HELPDESK_*`` overrides.
+    """Read ``path`` (or ``$HELPDESK_CONFIG``, or ``./helpdesk.toml`` when present:
+    a link there to no file is an error) and apply ``HELPDESK_*`` overrides.
 
     Raises ``ConfigError`` naming the file or variable, the key and the reason.
     """
@@ -314,6 +314,11 @@ def load_settings(
         source = path.name
     elif explicit:
         raise ConfigError(str(path), "", "no such settings file")
+    elif path.is_symlink():
+        # Someone meant this file to be read: running on the defaults instead
+        # would start a gateway quite unlike the one configured, without a word.
+        raise ConfigError(str(path), "", f"a link to {os.readlink(path)}, "
+                                         "where there is no settings file")
     overrides = _environment_overrides(environ)
     for dotted, (variable, value) in overrides.items():
         _set_dotted(data, dotted, value, variable)

@@ -141,6 +141,15 @@ def test_helpdesk_toml_in_the_working_directory_is_found(tmp_path):
     assert settings.smtp.port == 2626
 
 
+@pytest.mark.parametrize("target", ["/etc/helpdesk/moved.toml", "helpdesk.toml"])
+def test_a_broken_link_at_helpdesk_toml_is_an_error_not_the_defaults(tmp_path, target):
+    # Given ./helpdesk.toml linking to a file that is not there (or to itself)
+    (tmp_path / "helpdesk.toml").symlink_to(target)
+    # Then loading stops, naming the link and where it points
+    assert error_of(None) == (
+        f"helpdesk.toml: a link to {target}, where there is no settings file")
+
+
 def test_helpdesk_config_variable_names_the_file(tmp_path):
     path = write(tmp_path, "[smtp]\nport = 2727\n", name="elsewhere.toml")
     settings = load_settings(None, environ={"HELPDESK_CONFIG": str(path)})
