@@ -127,7 +127,11 @@ def sweeper(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, processes: int, threads: int) -> None:
     """Run Dramatiq worker processes for the configured broker (production)."""
-    _production_settings(ctx, "the workers")
+    from gateway.runtime import load_content
+
+    # Each process Dramatiq starts loads them, and would stop with a traceback
+    # (and Dramatiq with it); here it is one line, before any has started.
+    _guarded(load_content, _production_settings(ctx, "the workers"))
     if ctx.obj["config"] is not None:
         os.environ[CONFIG_ENV] = str(Path(ctx.obj["config"]).resolve())
     os.environ[f"{ENV_PREFIX}BROKER_WORKER_THREADS"] = str(threads)  # their pools' size

@@ -19,6 +19,7 @@ from gateway.database import Database
 from gateway.decide import ReplyLimit
 from gateway.pipeline import PipelineContext
 from gateway.policy.loader import load_named
+from gateway.policy.model import Policy
 from gateway.relay import EmlFolder, SmtpRelay, Transport
 from gateway.settings import Settings
 
@@ -56,6 +57,18 @@ def make_transport(settings: Settings) -> Transport:
     )
 
 
+def load_content(settings: Settings) -> tuple[Policy, Renderer]:
+    """The policy and the mail templates the settings name, touching nothing else.
+
+    Also for a process that starts others (``helpdesk worker``), to stop with
+    one line where each of its children would stop with a traceback.
+    Raises ``ConfigError`` when the policy or templates cannot be loaded.
+    """
+    policy = load_named(settings.policy, Path(settings.policies_dir),
+                        named_by=(settings.origin("policy"), "policy"))
+    return policy, Renderer(Path(settings.templates_dir))
+
+
 def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
     """Everything but the broker: database, policy, templates, identity, transport.
 
@@ -64,8 +77,7 @@ def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
     connections, and opens as many again when more are asked for.
     Raises ``ConfigError`` when the policy or templates cannot be loaded.
     """
-    policy = load_named(settings.policy, Path(settings.policies_dir),
-                        named_by=(settings.origin("policy"), "policy"))
+    policy, renderer = load_content(settings)
     database = Database(settings.database_url, pool_size=pool_size)
     identity = Identity(
         sender=settings.sender_address,
@@ -75,7 +87,7 @@ def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:
     pipeline = PipelineContext(
         database=database,
         policy=policy,
-        renderer=Renderer(Path(settings.templates_dir)),
+        renderer=renderer,
         identity=identity,
         number_format=settings.cases.number_format,
         own_addresses=frozenset({*settings.support.addresses, settings.sender_address.lower()}),

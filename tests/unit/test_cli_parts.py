@@ -3,6 +3,8 @@ run apart without a broker to reach the others, a URL no part could use."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -51,3 +53,20 @@ def test_a_url_no_part_could_use_stops_every_command_in_one_line(tmp_path, monke
     [line] = result.output.splitlines()
     assert line.startswith(f"Error: {variable}: {variable[9:].lower().replace('_', '.', 1)}: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_whose_policy_cannot_be_loaded_are_refused_before_dramatiq_starts(
+    tmp_path, monkeypatch
+):
+    # Each Dramatiq process would otherwise stop with a traceback of its own
+    monkeypatch.chdir(tmp_path)
+    started: list[tuple[object, ...]] = []
+    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    result = CliRunner().invoke(main, ["worker"], env={
+        "HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": "redis://127.0.0.1:6379/6",
+        "HELPDESK_POLICY": "nope"})
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        "Error: HELPDESK_POLICY: policy: no policy 'nope' "
+        "(known: jelastic, lumenvox, parallels, virtuozzo, vmoso)"]
+    assert started == []
