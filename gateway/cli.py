@@ -103,13 +103,29 @@ def _production_settings(ctx: click.Context, part: str) -> Settings:
     return settings
 
 
+def _on_this_releases_schema(ctx: click.Context) -> None:
+    """Stop a part run apart, in one line and exit status 1, when its database
+    cannot be read or holds no schema of this release (none yet, older, or a
+    later release's), as ``helpdesk status`` does.
+
+    Only ``helpdesk serve`` migrates by itself; a part run apart leaves that to
+    ``helpdesk db upgrade``, once per release, and would otherwise start and
+    fail at everything it does: the SMTP edge answering 451 to every mail,
+    for good, and the sweep logging the database's errors each round.
+    """
+    with _database(ctx):
+        pass
+
+
 @main.command()
 @click.pass_context
 def smtp(ctx: click.Context) -> None:
     """Run only the inbound SMTP server (production; needs a broker)."""
     from gateway.service import run_smtp
 
-    _guarded(run_smtp, _production_settings(ctx, "the SMTP server"))
+    settings = _production_settings(ctx, "the SMTP server")
+    _on_this_releases_schema(ctx)
+    _guarded(run_smtp, settings)
 
 
 @main.command()
@@ -118,7 +134,9 @@ def sweeper(ctx: click.Context) -> None:
     """Run only the recovery sweep (production; needs a broker)."""
     from gateway.service import run_sweeper
 
-    _guarded(run_sweeper, _production_settings(ctx, "the recovery sweep"))
+    settings = _production_settings(ctx, "the recovery sweep")
+    _on_this_releases_schema(ctx)
+    _guarded(run_sweeper, settings)
 
 
 @main.command()
@@ -132,6 +150,7 @@ def worker(ctx: click.Context, processes: int, threads: int) -> None:
     # Each process Dramatiq starts loads them, and would stop with a traceback
     # (and Dramatiq with it); here it is one line, before any has started.
     _guarded(load_content, _production_settings(ctx, "the workers"))
+    _on_this_releases_schema(ctx)
     if ctx.obj["config"] is not None:
         os.environ[CONFIG_ENV] = str(Path(ctx.obj["config"]).resolve())
     os.environ[f"{ENV_PREFIX}BROKER_WORKER_THREADS"] = str(threads)  # their pools' size

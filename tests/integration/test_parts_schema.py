@@ -1,0 +1,64 @@
+"""The parts of the gateway run apart start only on a database of this release's
+schema; ``helpdesk serve`` alone migrates by itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from gateway.cli import main
+from gateway.database import _alembic_config
+from gateway.runtime import Runtime
+from tests.conftest import REDIS_URL, free_port
+
+SAID = {
+    "empty": "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) makes it",
+    "older": "holds an older schema than this release's: helpdesk db upgrade",
+    "newer": "holds a schema from a later release than this one: run that release",
+}
+
+
+def leave_schema(runtime: Runtime, state: str) -> None:
+    """Put ``runtime``'s migrated database in ``state``."""
+    if state == "empty":
+        command.downgrade(_alembic_config(runtime.engine), "base")
+        return
+    with runtime.database.transaction() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :v"),
+                           {"v": "0002" if state == "older" else "0099"})
+
+
+@pytest.mark.parametrize("state", ["empty", "older", "newer"])
+def test_a_part_run_apart_refuses_a_database_of_another_schema_in_one_line(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str
+):
+    # Given a database that holds no schema of this release
+    leave_schema(runtime, state)
+    runtime.database.dispose()
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("HELPDESK_")}
+    env |= {"HELPDESK_DATABASE_URL": runtime.settings.database_url,
+            "HELPDESK_BROKER_URL": REDIS_URL, "HELPDESK_SMTP_PORT": str(free_port())}
+    for part in ("smtp", "sweeper"):
+        # When the part is started (a process: one that started would run until stopped)
+        done = subprocess.run([sys.executable, "-m", "gateway", part], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30)
+        # Then it stops at once, saying why in one line
+        assert done.returncode == 1, (part, done.stderr)
+        [line] = done.stderr.splitlines()
+        assert line.startswith("Error: the database at ") and line.endswith(SAID[state]), line
+    # And the workers are refused before Dramatiq is started
+    monkeypatch.chdir(tmp_path)
+    started: list[tuple[object, ...]] = []
+    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    result = CliRunner().invoke(main, ["worker"], env={"HELPDESK_CONFIG": None, **env})
+    assert result.exit_code == 1, result.output
+    assert result.output.rstrip().endswith(SAID[state])
+    assert started == []
