@@ -10,7 +10,6 @@ import hashlib
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -64,9 +63,9 @@ def load_content(settings: Settings) -> tuple[Policy, Renderer]:
     one line where each of its children would stop with a traceback.
     Raises ``ConfigError`` when the policy or templates cannot be loaded.
     """
-    policy = load_named(settings.policy, Path(settings.policies_dir),
+    policy = load_named(settings.policy, settings.folder("policies_dir"),
                         named_by=(settings.origin("policy"), "policy"))
-    return policy, Renderer(Path(settings.templates_dir))
+    return policy, Renderer(settings.folder("templates_dir"))
 
 
 def build_runtime(settings: Settings, *, pool_size: int = 10) -> Runtime:

@@ -270,6 +270,20 @@ class Settings(_Section):
         """What set ``key`` (a dotted key): its variable, else the file (or defaults)."""
         return self.overridden_by.get(key, self.source)
 
+    def folder(self, key: str) -> Path:
+        """The folder a top-level ``*_dir`` key names.
+
+        Checked where it is used, not when the settings are read: a command
+        that reads no policy must not stop for a mistyped folder of them.
+        Raises ``ConfigError`` naming the key and what set it when there is
+        no such folder: a missing folder otherwise surfaces as the policy (or
+        template) it should hold, blamed on the key that names that.
+        """
+        path = Path(getattr(self, key))
+        if not path.is_dir():
+            raise ConfigError(self.origin(key), key, f"{str(path)!r}: no such folder")
+        return path
+
     @property
     def database_url(self) -> str:
         if self.database.url:

@@ -35,8 +35,9 @@ def show(ctx: click.Context, name: str) -> None:
     if name.endswith((".yaml", ".yml")):
         loaded = _load(lambda: load_policy(Path(name)))
     else:
-        directory = Path(command_settings(ctx).policies_dir)
-        loaded = _load(lambda: load_named(name, directory, named_by=("policy show", "NAME")))
+        settings = command_settings(ctx)
+        loaded = _load(lambda: load_named(name, settings.folder("policies_dir"),
+                                          named_by=("policy show", "NAME")))
     click.echo(render_table(loaded), nl=False)
 
 

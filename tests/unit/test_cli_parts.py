@@ -55,8 +55,14 @@ def test_a_url_no_part_could_use_stops_every_command_in_one_line(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("HELPDESK_POLICY", "nope",
+     "policy: no policy 'nope' (known: jelastic, lumenvox, parallels, virtuozzo, vmoso)"),
+    ("HELPDESK_POLICIES_DIR", "/nonexistent", "policies_dir: '/nonexistent': no such folder"),
+    ("HELPDESK_TEMPLATES_DIR", "/nonexistent", "templates_dir: '/nonexistent': no such folder"),
+])
 def test_workers_whose_policy_cannot_be_loaded_are_refused_before_dramatiq_starts(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, variable, value, said
 ):
     # Each Dramatiq process would otherwise stop with a traceback of its own
     monkeypatch.chdir(tmp_path)
@@ -64,9 +70,7 @@ def test_workers_whose_policy_cannot_be_loaded_are_refused_before_dramatiq_start
     monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
     result = CliRunner().invoke(main, ["worker"], env={
         "HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": "redis://127.0.0.1:6379/6",
-        "HELPDESK_POLICY": "nope"})
+        variable: value})
     assert result.exit_code == 2, result.output
-    assert result.output.splitlines() == [
-        "Error: HELPDESK_POLICY: policy: no policy 'nope' "
-        "(known: jelastic, lumenvox, parallels, virtuozzo, vmoso)"]
+    assert result.output.splitlines() == [f"Error: {variable}: {said}"]
     assert started == []

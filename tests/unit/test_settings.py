@@ -157,6 +157,20 @@ def test_helpdesk_config_variable_names_the_file(tmp_path):
     assert settings.smtp.port == 2727
 
 
+@pytest.mark.parametrize("key", ["policies_dir", "templates_dir"])
+def test_a_folder_that_is_not_there_is_blamed_on_its_key_and_what_set_it(tmp_path, key):
+    # Given a folder key set by the file, then by a variable, to no folder
+    path = write(tmp_path, f"{key} = '{tmp_path}/gone'\n")
+    variable = f"HELPDESK_{key.upper()}"
+    for environ, origin in (({}, "gateway.toml"), ({variable: "/nonexistent"}, variable)):
+        settings = load_settings(path, environ=environ)
+        # When the folder is asked for, then the error names the key and its origin
+        with pytest.raises(ConfigError) as caught:
+            settings.folder(key)
+        assert str(caught.value) == f"{origin}: {key}: {getattr(settings, key)!r}: no such folder"
+    assert load_settings(None, environ={}).folder(key) == Path(getattr(Settings(), key))
+
+
 # --- environment overrides ---------------------------------------------------------------
 
 OVERRIDES: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
