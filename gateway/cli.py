@@ -112,9 +112,24 @@ def _on_this_releases_schema(ctx: click.Context) -> None:
     ``helpdesk db upgrade``, once per release, and would otherwise start and
     fail at everything it does: the SMTP edge answering 451 to every mail,
     for good, and the sweep logging the database's errors each round.
+
+    A database that is only away now (restarting, unreachable) is no reason
+    not to start: the edge answers 451 meanwhile and the others try again,
+    as they do when it goes away later; the check is then left undone.
     """
-    with _database(ctx):
-        pass
+    from gateway.database import unavailable
+
+    try:
+        with _database(ctx):
+            pass
+    except click.ClickException as refusal:
+        cause = refusal.__context__  # what ``_database`` said in one line
+        away = unavailable(cause) if cause is not None else None
+        if away is None:
+            raise
+        logging.getLogger(__name__).warning(
+            "the database is away (%s): starting all the same, without checking its "
+            "schema", away)
 
 
 @main.command()

@@ -62,3 +62,17 @@ def test_a_part_run_apart_refuses_a_database_of_another_schema_in_one_line(
     assert result.exit_code == 1, result.output
     assert result.output.rstrip().endswith(SAID[state])
     assert started == []
+
+
+def test_a_part_starts_while_its_database_is_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Given a database that does not answer (restarting, say)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+    env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url, "HELPDESK_BROKER_URL": REDIS_URL}
+    monkeypatch.chdir(tmp_path)
+    started: list[tuple[object, ...]] = []
+    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    # When the workers are started
+    result = CliRunner().invoke(main, ["worker"], env=env)
+    # Then they start all the same, to take mail once it is back (the edge says 451 meanwhile)
+    assert result.exit_code == 0, result.output
+    assert len(started) == 1
