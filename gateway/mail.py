@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email._header_value_parser import UnstructuredTokenList
-from email.errors import UndecodableBytesDefect
+from email.errors import MessageDefect, ObsoleteHeaderDefect, UndecodableBytesDefect
 from email.headerregistry import (
     AddressHeader,
     BaseHeader,
@@ -64,6 +64,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 """Left by undecodable raw bytes; they cannot be encoded into a mail we write."""
 MAX_BODY_CHARS = 200_000
+
+_OBSOLETE_PHRASE = frozenset({"period in 'phrase'", "comment found without atom"})
+"""What the header registry says of RFC 5322's obs-phrase (§4.1: a word, then any
+words, periods and white space or comments), and says only while reading a
+phrase, which in a From is a display name: an unquoted period, as in ``John
+Q. Public`` (the period) or ``Acme Inc. <…>`` (the period and the space after
+it). People write names so every day, and such a name still ends at its
+``<``: it hides no second address."""
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -441,7 +449,9 @@ def _strict_sender(message: Message, defects: list[str]) -> tuple[str | None, st
     readers are the header registry (the RFC 5322 grammar, which records a
     defect for anything irregular, as in ``alice@example.org(<bob@example.org>``)
     and ``getaddresses`` over the undecoded text. A quoted display name may
-    hold an ``@``: ``"alice@example.org" <alice@example.org>`` is one address.
+    hold an ``@``: ``"alice@example.org" <alice@example.org>`` is one address;
+    an unquoted one may hold a period (``John Q. Public <jqp@example.org>``,
+    see ``_irregular``), but not a comma or an ``@``.
     """
     sources = [value for key, value in message.raw_items() if key.lower() == "from"]
     if len(sources) != 1:
@@ -453,7 +463,7 @@ def _strict_sender(message: Message, defects: list[str]) -> tuple[str | None, st
             raise TypeError("From was not read by the header registry")
         found = list(header.addresses)
         header_defects = getattr(header, "defects", ())  # BaseHeader's, absent from the stubs
-        irregular = any(not isinstance(d, UndecodableBytesDefect) for d in header_defects)
+        irregular = any(_irregular(d) for d in header_defects)
         irregular = irregular or any(g.display_name for g in header.groups)
         other = getaddresses([str(sources[0])])
     except Exception:
@@ -470,6 +480,18 @@ def _strict_sender(message: Message, defects: list[str]) -> tuple[str | None, st
         return None, sanitize_header_text(name, 200)
     local, _, domain = address.rpartition("@")
     return f"{local}@{domain.lower()}", sanitize_header_text(name, 200)
+
+
+def _irregular(defect: MessageDefect) -> bool:
+    """Whether a From defect makes the sender doubtful.
+
+    Raw 8-bit bytes (in a name, most often) and an obsolete phrase
+    (``_OBSOLETE_PHRASE``) do not: neither changes which address the header
+    names, and the two readers of ``_strict_sender`` must still agree on it.
+    """
+    if isinstance(defect, UndecodableBytesDefect):
+        return False
+    return not (isinstance(defect, ObsoleteHeaderDefect) and str(defect) in _OBSOLETE_PHRASE)
 
 
 def _content_type(message: Message) -> str:

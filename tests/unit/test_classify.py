@@ -95,6 +95,10 @@ CASES = [
                  "unparseable-sender", True, id="two-from-addresses"),
     pytest.param(raw_mail('"alice@example.org" <alice@example.org>'), CUSTOMER, None, True,
                  id="quoted-address-as-name"),
+    pytest.param(raw_mail("John Q. Public <jqp@customer.example>"), CUSTOMER, None, True,
+                 id="period-in-name"),
+    pytest.param(raw_mail("Acme Inc. <help@customer.example>"), CUSTOMER, None, True,
+                 id="period-ending-name"),
 ]
 
 
