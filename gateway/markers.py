@@ -26,7 +26,8 @@ severity request from ordinary subject text:
    ``High Priority: VPN``), or right after a severity keyword
    (``Severity: Critical``, ``Priority High``, ``Sev Major``).
 4. **The number is 1..4 and must stand alone**: not followed by another digit
-   (``P100``, ``Priority 10``), nor by ``.``/``,``/``:``/``/``/``-`` and a
+   (``P100``, ``Priority 10``), a letter or an underscore (``P2V``, ``p2p``,
+   ``Sev 1a``, ``P1_db``), nor by ``.``/``,``/``:``/``/``/``-`` and a
    digit (versions ``P1.2``, ranges, times, dates), nor glued into an
    address or path (``p1@host``, ``srv/p1``, ``p1.example.com``).
 5. **A level name right after a numbered marker is part of it when it names
@@ -67,9 +68,10 @@ _START = rf"(?<!{_WORDISH})(?<![.@/\\])"
 
 _END = rf"(?!{_WORDISH})"
 
-_NUMBER = rf"(?P<n>[1-4])(?![0-9])(?![.,:/\\-][0-9])(?![.@/\\]{_WORDISH})"
-"""A level number that is not part of a bigger number, version, range, time,
-date, address or path."""
+_NUMBER = rf"(?P<n>[1-4]){_END}(?![.,:/\\-][0-9])(?![.@/\\]{_WORDISH})"
+"""A level number that ends its word (not ``P2V``, ``p2p``, ``Sev 1a``, ``P1_db``,
+nor a bigger number) and is not part of a version, range, time, date, address
+or path."""
 
 _KEYWORD = r"(?:priorit(?:y|ät)|prio|pri|severity|sev)(?:\s*level)?"
 """Words that announce a severity; "Level" alone does not (rule 2)."""

@@ -69,6 +69,7 @@ SUBJECTS = [
     case("sEv 3 wrong colour", CLEAR, 3, id="mixed-case-sev"),
     case("PRIORITY 1 OUTAGE", CLEAR, 1, id="uppercase-priority"),
     case("回复：紧急P1 服务器宕机", CLEAR, 1, id="p1-glued-to-chinese"),
+    case("P1紧急 服务器宕机", CLEAR, 1, id="chinese-glued-to-p1"),
     case("Störung im Rechenzentrum [P1]", CLEAR, 1, id="german-with-bracket"),
     case("Ошибка входа — Sev 2", CLEAR, 2, id="cyrillic-with-sev"),
     case("", MISSING, None, id="empty"),
@@ -143,6 +144,18 @@ SUBJECTS = [
     case("Open https://host/p2/index", MISSING, None, id="p2-in-path"),
     case("Sev 1:30 meeting", MISSING, None, id="number-then-time"),
     case("Pentium 4 box reboots", MISSING, None, id="pentium-4"),
+    case("P2V migration fails", MISSING, None, id="p2v"),
+    case("p2p network slow", MISSING, None, id="p2p"),
+    case("P3P header ignored", MISSING, None, id="p3p"),
+    case("P4V client crashes", MISSING, None, id="p4v"),
+    case("P1x board offline", MISSING, None, id="p1-then-letter"),
+    case("P1_db replication lag", MISSING, None, id="p1-then-underscore"),
+    case("Sev 1a runbook typo", MISSING, None, id="sev-1-then-letter"),
+    case("Sev1b runbook typo", MISSING, None, id="sev1-then-letter"),
+    case("Priority 2nd opinion", MISSING, None, id="priority-ordinal"),
+    case("[P1x] board offline", MISSING, None, id="bracket-p1-then-letter"),
+    case("S1x: board offline", MISSING, None, id="s1-then-letter-at-head"),
+    case("Level 2b - slow", MISSING, None, id="level-2-then-letter-at-head"),
 ]
 
 
