@@ -58,8 +58,20 @@ def _local_part(address: str) -> str:
     return address.rpartition("@")[0].lower() if "@" in address else address.lower()
 
 
+def _values(mail: ParsedMail, name: str) -> tuple[str, ...]:
+    """Every value of a header, in order: a later line may carry the mark the first lacks."""
+    first = mail.headers.get(name)
+    return (*((first,) if first else ()), *mail.repeated_headers.get(name, ()))
+
+
+def _keyword(value: str) -> str:
+    """The first word of a value, lower-cased: what comes before white space, a
+    parameter (``;``) or an RFC 5322 comment (``(...)``)."""
+    return re.split(r"[\s;(]", value.strip(), maxsplit=1)[0].lower()
+
+
 def _own_mail(mail: ParsedMail, env: Envelope) -> str | None:
-    if mail.headers.get("x-helpdesk-loop", "").strip() == env.loop_token:
+    if any(value.strip() == env.loop_token for value in _values(mail, "x-helpdesk-loop")):
         return "carries this gateway's loop header"
     if mail.sender and mail.sender.lower() in env.own_addresses:
         return f"sent from the gateway's own address {mail.sender}"
@@ -70,6 +82,17 @@ def _own_mail(mail: ParsedMail, env: Envelope) -> str | None:
 
 def _null_sender(mail: ParsedMail, env: Envelope) -> str | None:
     return "empty envelope sender (a bounce)" if env.sender.strip("<> ") == "" else None
+
+
+_NULL_PATH = re.compile(r"\s*<\s*>")
+
+
+def _null_return_path(mail: ParsedMail, env: Envelope) -> str | None:
+    # The delivering server records the envelope sender as Return-Path; "<>" is a
+    # bounce's, whatever sender the mail was passed on with afterwards.
+    if any(_NULL_PATH.match(value) for value in _values(mail, "return-path")):
+        return "empty Return-Path (a bounce)"
+    return None
 
 
 def _daemon_sender(mail: ParsedMail, env: Envelope) -> str | None:
@@ -87,28 +110,32 @@ def _delivery_report(mail: ParsedMail, env: Envelope) -> str | None:
 
 def _auto_submitted(mail: ParsedMail, env: Envelope) -> str | None:
     # RFC 3834: a keyword, then optional parameters (";") and comments ("(...)").
-    value = mail.headers.get("auto-submitted", "").strip()
-    keyword = re.split(r"[\s;(]", value, maxsplit=1)[0].lower()
-    return f"Auto-Submitted: {value}" if value and keyword != "no" else None
+    for value in _values(mail, "auto-submitted"):
+        if _keyword(value) != "no":
+            return f"Auto-Submitted: {value.strip()}"
+    return None
 
 
 def _precedence(mail: ParsedMail, env: Envelope) -> str | None:
-    value = mail.headers.get("precedence", "").strip().lower()
-    return f"Precedence: {value}" if value in ("bulk", "junk", "list", "auto_reply") else None
+    # Not standardised, but written as a structured header: "bulk (mass mail)" is bulk.
+    for value in _values(mail, "precedence"):
+        if (keyword := _keyword(value)) in ("bulk", "junk", "list", "auto_reply"):
+            return f"Precedence: {keyword}"
+    return None
 
 
 def _mailing_list(mail: ParsedMail, env: Envelope) -> str | None:
     for name in ("list-id", "list-unsubscribe", "list-post"):
-        if name in mail.headers:
+        if _values(mail, name):
             return f"mailing-list mail ({name})"
     return None
 
 
 def _suppressed(mail: ParsedMail, env: Envelope) -> str | None:
-    if "x-auto-response-suppress" in mail.headers:
+    if _values(mail, "x-auto-response-suppress"):
         return "X-Auto-Response-Suppress asks for no automatic answer"
     for name in ("x-autoreply", "x-autorespond"):
-        if name in mail.headers:
+        if _values(mail, name):
             return f"{name} marks an automatic reply"
     return None
 
@@ -120,6 +147,7 @@ def _unparseable_sender(mail: ParsedMail, env: Envelope) -> str | None:
 RULES: tuple[Rule, ...] = (
     Rule("own-mail", _own_mail, opens_case=False),
     Rule("null-sender", _null_sender, opens_case=False),
+    Rule("null-return-path", _null_return_path, opens_case=False),
     Rule("daemon-sender", _daemon_sender, opens_case=False),
     Rule("delivery-report", _delivery_report, opens_case=False),
     Rule("auto-submitted", _auto_submitted),

@@ -43,6 +43,8 @@ CLASSIFY_HEADERS = (
 )
 """Headers the classification rules and the marker hints read."""
 
+_CLASSIFY_HEADERS = frozenset(CLASSIFY_HEADERS)
+
 _READ_HEADERS = frozenset({"subject", "message-id", "in-reply-to", "references", *CLASSIFY_HEADERS})
 """Every header ``parse_message`` reads as text (From is read apart, strictly)."""
 
@@ -253,7 +255,11 @@ class ParsedMail:
     in_reply_to: tuple[str, ...]
     references: tuple[str, ...]
     headers: Mapping[str, str]
-    """Lower-cased names of ``CLASSIFY_HEADERS`` present → their unfolded values."""
+    """Lower-cased names of ``CLASSIFY_HEADERS`` present → their unfolded values
+    (the first line of a name, as ``message.get`` reads it)."""
+    repeated_headers: Mapping[str, tuple[str, ...]]
+    """Lower-cased names of ``CLASSIFY_HEADERS`` given more than once → the values
+    of the lines after the first (see ``_repeated_headers``)."""
     content_type: str
     body_text: str
     defects: tuple[str, ...] = field(default=())
@@ -329,6 +335,7 @@ def parse_message(raw: bytes) -> ParsedMail:
         in_reply_to=_message_ids(texts.get("in-reply-to", "")),
         references=_message_ids(texts.get("references", "")),
         headers=headers,
+        repeated_headers=_repeated_headers(message),
         content_type=_content_type(message),
         body_text=_body_text(message, defects),
         defects=(*defects, *sorted(memo.defects)),
@@ -398,6 +405,27 @@ def _header_texts(message: Message) -> dict[str, str]:
             value = raw_value
         texts[name] = _as_text(value)
     return texts
+
+
+def _repeated_headers(message: Message) -> dict[str, tuple[str, ...]]:
+    """The values of every ``CLASSIFY_HEADERS`` line after the first of its name.
+
+    A later line can say what the first does not (``Auto-Submitted: no``, then
+    ``Auto-Submitted: auto-replied``), and loop protection must see it. These
+    are read as one line of their undecoded text, not by the header registry:
+    a header repeated thousands of times would cost a parse per line, and
+    none of the words the rules look for is ever an encoded word.
+    """
+    seen: set[str] = set()
+    later: dict[str, list[str]] = {}
+    for key, raw_value in message.raw_items():
+        name = key.lower()
+        if name not in _CLASSIFY_HEADERS:
+            continue
+        if name in seen and (value := sanitize_header_text(str(raw_value))):
+            later.setdefault(name, []).append(value)
+        seen.add(name)
+    return {name: tuple(values) for name, values in later.items()}
 
 
 def _plain_header_text(name: str, raw_value: str) -> str | None:

@@ -30,6 +30,15 @@ def raw_mail(from_: str, content_type: str = "text/plain") -> bytes:
     ).encode()
 
 
+def lines_mail(*lines: str) -> bytes:
+    """A customer mail with extra header lines exactly as given, repeated names and all."""
+    extra = "".join(f"{line}\n" for line in lines)
+    return (
+        f"From: Alice <{CUSTOMER}>\nTo: support@example.com\nSubject: [P2] Reports are slow\n"
+        f"Message-ID: <1@customer.example>\n{extra}\nbody\n"
+    ).encode()
+
+
 def report() -> bytes:
     """An RFC 3464 delivery report from a sender that does not look like a daemon."""
     return (
@@ -66,10 +75,30 @@ CASES = [
                  id="precedence-list"),
     pytest.param(customer_mail(Precedence="first-class"), CUSTOMER, None, True,
                  id="precedence-first-class"),
+    pytest.param(customer_mail(Precedence="bulk (mass mail)"), CUSTOMER, "precedence", True,
+                 id="precedence-bulk-with-comment"),
+    pytest.param(customer_mail(Precedence="Junk;x=y"), CUSTOMER, "precedence", True,
+                 id="precedence-junk-with-parameter"),
+    pytest.param(customer_mail(Precedence="first-class (not bulk)"), CUSTOMER, None, True,
+                 id="precedence-first-class-with-comment"),
+    pytest.param(lines_mail("Precedence: first-class", "Precedence: bulk"), CUSTOMER,
+                 "precedence", True, id="precedence-bulk-on-a-second-line"),
+    pytest.param(lines_mail("Auto-Submitted: no", "Auto-Submitted: auto-replied"), CUSTOMER,
+                 "auto-submitted", True, id="auto-submitted-auto-replied-on-a-second-line"),
+    pytest.param(lines_mail("Auto-Submitted: no", "Auto-Submitted: No (really)"), CUSTOMER,
+                 None, True, id="auto-submitted-no-twice"),
+    pytest.param(customer_mail(**{"Return-Path": "<>"}), CUSTOMER, "null-return-path", False,
+                 id="null-return-path"),
+    pytest.param(lines_mail("Return-Path: <relay@forwarder.example>", "Return-Path: < >"),
+                 CUSTOMER, "null-return-path", False, id="null-return-path-on-a-second-line"),
+    pytest.param(customer_mail(**{"Return-Path": f"<{CUSTOMER}>"}), CUSTOMER, None, True,
+                 id="customer-return-path"),
     pytest.param(customer_mail(**{"List-Id": "<users.lists.example>"}), CUSTOMER,
                  "mailing-list", True, id="list-id"),
     pytest.param(customer_mail(**{"List-Unsubscribe": "<mailto:leave@lists.example>"}),
                  CUSTOMER, "mailing-list", True, id="list-unsubscribe"),
+    pytest.param(lines_mail("List-Id:", "List-Id: <users.lists.example>"), CUSTOMER,
+                 "mailing-list", True, id="list-id-on-a-second-line"),
     pytest.param(customer_mail(**{"X-Auto-Response-Suppress": "All"}), CUSTOMER,
                  "auto-response-suppress", True, id="x-auto-response-suppress"),
     pytest.param(customer_mail(), "", "null-sender", False, id="null-envelope-sender"),
@@ -85,6 +114,8 @@ CASES = [
                  id="own-loop-header"),
     pytest.param(customer_mail(**{"X-Helpdesk-Loop": "someone-elses-token"}), CUSTOMER, None,
                  True, id="foreign-loop-header"),
+    pytest.param(lines_mail("X-Helpdesk-Loop: someone-elses-token", f"X-Helpdesk-Loop: {LOOP}"),
+                 CUSTOMER, "own-mail", False, id="own-loop-header-on-a-second-line"),
     pytest.param(raw_mail("Support <Support@Example.com>"), CUSTOMER, "own-mail", False,
                  id="own-address-in-from"),
     pytest.param(customer_mail(), "help@example.com", "own-mail", False,

@@ -156,3 +156,18 @@ def test_a_from_address_longer_than_an_smtp_path_is_not_answered(local, kept):
     parsed = parse_message(f"From: {address}\r\nSubject: hi\r\n\r\nx\r\n".encode())
     assert parsed.sender == (address if kept else None)
     assert ("InvalidFromAddress" in parsed.defects) is not kept
+
+
+def test_the_lines_after_the_first_of_a_classification_header_are_kept():
+    # Given a mail that repeats classification headers, folded and with raw bytes
+    raw = (
+        b"From: alice@customer.example\r\nAuto-Submitted: no\r\nSubject: hi\r\n"
+        b"Auto-Submitted: auto-replied;\r\n owner-email=\xe9@x\r\nAuto-Submitted: \r\n"
+        b"Precedence: bulk\r\nSubject: second\r\n\r\nx\r\n"
+    )
+    parsed = parse_message(raw)
+    # Then the first line of each is in headers, as before, and the later non-empty ones apart
+    assert parsed.headers == {"auto-submitted": "no", "precedence": "bulk"}
+    assert parsed.repeated_headers == {
+        "auto-submitted": ("auto-replied;  owner-email=\ufffd@x",),
+    }
