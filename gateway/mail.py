@@ -29,12 +29,16 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 from typing import Any
 
-TRACE_HEADERS = frozenset(
-    {"received", "return-path", "delivered-to", "x-original-to", "dkim-signature",
-     "arc-seal", "arc-message-signature", "arc-authentication-results",
-     "authentication-results", "received-spf", "x-received"}
+ORIGIN_HEADERS = frozenset(
+    {"from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id",
+     "in-reply-to", "references", "mime-version", "content-type",
+     "content-transfer-encoding"}
 )
-"""Headers that each hop adds; two deliveries of one message differ only in these."""
+"""Headers that the author's mail program writes, and the hops after it leave
+alone. Each hop adds its own (``Received``, ``Authentication-Results``, and
+also whatever its filters like: ``X-Spam-Status``, ``X-Virus-Scanned``,
+``X-MS-Exchange-…``), so two deliveries of one mail by two routes differ in
+those, and only in those."""
 
 CLASSIFY_HEADERS = (
     "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-post",
@@ -297,18 +301,21 @@ def _header_section(raw: bytes) -> bytes:
 
 
 def content_digest(raw: bytes) -> str:
-    """SHA-256 of the message without its trace headers, line endings normalised."""
+    """SHA-256 of the message as its author wrote it (its ``ORIGIN_HEADERS`` and
+    its body), line endings normalised: one mail delivered again, by the same
+    route or another, gives the same; a different mail that reuses its
+    Message-ID does not, and is not taken for a copy."""
     head, sep, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     kept: list[bytes] = []
-    skipping = False
+    keeping = False
     for line in head.split(b"\n"):
         if line[:1] in (b" ", b"\t"):
-            if not skipping:
+            if keeping:
                 kept.append(line)
             continue
         name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
-        skipping = name in TRACE_HEADERS
-        if not skipping:
+        keeping = name in ORIGIN_HEADERS
+        if keeping:
             kept.append(line)
     digest = hashlib.sha256(b"\n".join(kept))
     digest.update(sep + body)

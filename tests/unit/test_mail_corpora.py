@@ -6,6 +6,7 @@ The corpora (185 messages from flanker, flufl.bounce and talon) live in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,28 @@ def test_digest_ignores_trace_headers():
     # Then both have the same digest
     assert content_digest(rerouted) == content_digest(raw)
     assert identify(rerouted) == identify(raw)
+
+
+def test_digest_ignores_what_filters_on_the_way_add():
+    # Given the same message, once more through another MX whose filters mark it
+    raw = corpus(REPLY).replace(b"\r\n", b"\n")
+    filtered = (
+        b"X-Spam-Status: No, score=-0.1 required=5.0 tests=BAYES_00\n"
+        b"X-Virus-Scanned: amavisd-new at mx2.example\n"
+        b"X-MS-Exchange-Organization-SCL: 1\n" + raw
+    )
+    # Then it is the same mail: one case, one acknowledgement
+    assert identify(filtered) == identify(raw)
+
+
+def test_digest_differs_when_the_author_wrote_another_mail_with_the_same_id():
+    raw = mail("[P1] Database down", message_id="one")
+    for header in (b"From: Mallory <mallory@elsewhere.example>",
+                   b"Date: Tue, 24 Nov 2026 10:00:00 +0000", b"Cc: bob@customer.example"):
+        name = header.split(b":")[0]
+        changed = re.sub(rb"(?m)^" + name + rb":.*$", header, raw) if re.search(
+            rb"(?m)^" + name + rb":", raw) else header + b"\r\n" + raw
+        assert content_digest(changed) != content_digest(raw), header
 
 
 def test_digest_differs_when_the_body_changes():
