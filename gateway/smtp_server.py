@@ -148,6 +148,8 @@ class GatewaySMTP(SMTP):
         self._client: str | None = None
         """The client's address, once ``sessions`` counts this session against it."""
         self._refused = False
+        self._answering = False
+        """Whether the handler is storing a message, whose answer the client awaits."""
         super().__init__(handler, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,6 +181,26 @@ class GatewaySMTP(SMTP):
             return None, None
         return path, rest
 
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command != "DATA":
+            return await super()._call_handler_hook(command, *args)
+        self._answering = True
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._answering = False
+
+    def _timeout_cb(self) -> None:
+        # Silence while the gateway stores a message is the gateway's, not the
+        # client's: the answer is owed (RFC 5321 gives the client ten minutes for
+        # it), and the database may be waiting out a lock or its busy timeout, at
+        # the end of which the client gets 451. Cut off meanwhile, it got nothing,
+        # and sent again a message that may well have been stored.
+        if self._answering:
+            self._reset_timeout()
+            return
+        super()._timeout_cb()
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         await super().smtp_STARTTLS(arg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import smtplib
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -379,3 +380,30 @@ def test_every_thread_of_the_embedded_gateway_gets_a_connection_at_once(tmp_path
     finally:
         running.runtime.close()
         running.broker.close()
+
+
+def test_a_store_that_waits_for_the_database_is_answered_however_short_the_idle_timeout(
+    tmp_path, sink
+):
+    # Given a gateway that cuts silent sessions after half a second, and its SQLite
+    # database held by another writer for longer than that
+    running = start(make_settings(
+        tmp_path, HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+        HELPDESK_SMTP_IDLE_TIMEOUT="0.5",
+    ))
+    try:
+        path = make_url(running.runtime.settings.database_url).database
+        assert path is not None
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        threading.Timer(2.0, holder.commit).start()
+        # When a mail is sent meanwhile
+        with client(running) as smtp:
+            smtp.sendmail("alice@customer.example", ["support@example.com"],
+                          mail("[P1] Sent while the database is busy"))
+        # Then the client is answered once the database takes it (250), not cut off
+        # at the idle timeout while the gateway stored it
+        assert stored(running) == 1
+        holder.close()
+    finally:
+        running.stop()
