@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from gateway import database as database_module
 from gateway.database import upgrade
 from gateway.models import InboundMessage
 from gateway.runtime import Runtime, build_runtime
@@ -248,6 +249,35 @@ def test_451_while_the_database_is_unreachable_then_taken_once_back(tmp_path, si
     finally:
         running.stop()
         proxy.close()
+
+
+@pytest.mark.postgres
+def test_451_while_a_migration_holds_the_store_then_taken_once_it_is_done(
+    tmp_path, sink, pg_url, monkeypatch
+):
+    # Given a gateway on PostgreSQL whose lone statements wait half a second for a lock
+    monkeypatch.setattr(database_module, "LONE_LOCK_TIMEOUT_MS", 500)
+    running = start(make_settings(
+        tmp_path, HELPDESK_DATABASE_URL=pg_url,
+        HELPDESK_RELAY_HOST=sink.host, HELPDESK_RELAY_PORT=str(sink.port),
+    ))
+    raw = mail("[P1] Sent during a migration", message_id="during-migration")
+    migration = create_engine(pg_url).connect()
+    try:
+        # When a migration holds the inbound table, and a mail comes
+        migration.execute(text("LOCK TABLE inbound_messages IN ACCESS EXCLUSIVE MODE"))
+        with client(running) as smtp, pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("alice@customer.example", ["support@example.com"], raw)
+        # Then the sender is told to try again, rather than held until it is done
+        assert refused.value.smtp_code == 451
+        migration.rollback()
+        with client(running) as smtp:
+            smtp.sendmail("alice@customer.example", ["support@example.com"], raw)
+        sink.wait_for(1)
+        assert stored(running) == 1
+    finally:
+        migration.close()
+        running.stop()
 
 
 class SilentServer:
