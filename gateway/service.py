@@ -7,7 +7,9 @@ processes of a production deployment, next to ``dramatiq workers.main``.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import ssl
 import threading
@@ -18,7 +20,7 @@ from pathlib import Path
 import dramatiq
 
 from gateway.clock import utcnow
-from gateway.database import is_current, upgrade
+from gateway.database import is_current, sqlite_path, upgrade
 from gateway.errors import ConfigError
 from gateway.exclusive import hold
 from gateway.handoff import Handoff
@@ -126,8 +128,10 @@ def start_smtp(
     handoff.start()
     try:
         controller.start()
-    except BaseException:
+    except BaseException as error:
         handoff.stop()
+        if isinstance(error, OSError):  # the address is taken, or not this machine's
+            raise _cannot_listen(runtime.settings, error) from None
         raise
     log.info("SMTP listening on %s:%s for %s", smtp.host, controller.port,
              ", ".join(runtime.settings.support.addresses))
@@ -166,10 +170,43 @@ def migrate_if_needed(runtime: Runtime) -> None:
         upgrade(runtime.engine)
 
 
+def _cannot_listen(settings: Settings, error: OSError) -> ConfigError:
+    """The one line for a listening address the system refused, blamed on the key
+    that is most likely wrong."""
+    smtp = settings.smtp
+    key = "smtp.port" if error.errno in (errno.EADDRINUSE, errno.EACCES) else "smtp.host"
+    reason = error.strerror or str(error)
+    return ConfigError(settings.origin(key), key,
+                       f"cannot listen on {smtp.host}:{smtp.port}: {reason}")
+
+
+def _writable_folders(settings: Settings) -> None:
+    """The embedded gateway's folders, made if need be; ``ConfigError`` naming the
+    key if one cannot be made or written to. Found out later, it would be every
+    mail's failure: the database's (nothing stored, 451 for all), or each
+    acknowledgement's, retried for good."""
+    folders = []
+    database = sqlite_path(settings.database_url)
+    if database is not None:
+        folders.append(("database.url" if settings.database.url else "data_dir", database.parent))
+    if not settings.relay.host:
+        key = "relay.outbox_dir" if settings.relay.outbox_dir else "data_dir"
+        folders.append((key, settings.outbox_dir))
+    for key, folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(settings.origin(key), key,
+                              f"cannot make {folder}: {error.strerror or error}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(settings.origin(key), key, f"cannot write to {folder}")
+
+
 class Embedded:
     """The whole gateway in one process: ``helpdesk serve``."""
 
     def __init__(self, settings: Settings) -> None:
+        _writable_folders(settings)
         self.tls = server_tls(settings)
         self.broker = make_broker(settings)
         # Each thread that may hold a connection at once: the workers, the edge's

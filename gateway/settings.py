@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,21 @@ DEFAULT_CONFIG = Path("helpdesk.toml")
 ENV_PREFIX = "HELPDESK_"
 CONFIG_ENV = "HELPDESK_CONFIG"
 """Path of the settings file, for processes started by others (Dramatiq workers)."""
+
+
+_DOMAIN_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _domain_name(value: str) -> str:
+    """``value`` if it is empty or a domain name (RFC 1123 labels): it goes into
+    every Message-ID or greeting the gateway writes, where anything else would
+    make mail that other servers refuse."""
+    if value and not _DOMAIN_NAME.fullmatch(value):
+        raise ValueError("is not a domain name")
+    return value
 
 
 class _Section(BaseModel):
@@ -125,9 +141,14 @@ class BrokerSettings(_Section):
 
 class SmtpSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=2525, ge=0, le=65535)
+    port: int = Field(default=2525, ge=1, le=65535)
     hostname: str = ""
     """Name announced in the greeting; empty means this machine's name."""
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return _domain_name(value)
 
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Bytes; larger mail is refused with 552 (announced with SIZE)."""
@@ -251,6 +272,11 @@ class Settings(_Section):
     templates_dir: str = str(PROJECT_ROOT / "templates")
     mail_domain: str = ""
     """Domain of the gateway's Message-IDs; empty means that of the first support address."""
+
+    @field_validator("mail_domain")
+    @classmethod
+    def _mail_domain(cls, value: str) -> str:
+        return _domain_name(value)
 
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from gateway import database as database_module
 from gateway.database import upgrade
+from gateway.errors import ConfigError
 from gateway.models import InboundMessage
 from gateway.runtime import Runtime, build_runtime
 from gateway.service import Embedded, start_smtp
@@ -437,3 +438,29 @@ def test_a_store_that_waits_for_the_database_is_answered_however_short_the_idle_
         holder.close()
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize(("variable", "folder", "key"), [
+    ("HELPDESK_DATA_DIR", "/proc/helpdesk", "data_dir"),
+    ("HELPDESK_RELAY_OUTBOX_DIR", "/proc/outbox", "relay.outbox_dir"),
+])
+def test_a_folder_the_embedded_gateway_cannot_make_is_one_line_naming_its_key(
+    tmp_path, variable, folder, key
+):
+    with pytest.raises(ConfigError) as refused:
+        Embedded(make_settings(tmp_path, **{variable: folder}))
+    assert str(refused.value).startswith(f"{variable}: {key}: cannot make {folder}: ")
+
+
+def test_a_port_in_use_is_one_line_naming_the_port(tmp_path):
+    # Given the port taken by another program
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        running = Embedded(make_settings(tmp_path, HELPDESK_SMTP_PORT=str(port)))
+        # When the gateway starts on it
+        with pytest.raises(ConfigError) as refused:
+            running.start()
+        running.stop()
+    # Then it says so in one line, blaming the port and what set it
+    assert str(refused.value).startswith(
+        f"HELPDESK_SMTP_PORT: smtp.port: cannot listen on 127.0.0.1:{port}: ")

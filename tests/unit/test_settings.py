@@ -412,6 +412,15 @@ ENV_ERRORS = [
                  "HELPDESK_BROKER_URL: broker.url: not a usable Redis URL: "
                  "Port could not be cast to integer value as 'port'",
                  id="broker-url-bad-port"),
+    pytest.param("HELPDESK_SMTP_PORT", "0",
+                 "HELPDESK_SMTP_PORT: smtp.port: '0': Input should be greater than or equal to 1",
+                 id="port-0"),
+    pytest.param("HELPDESK_MAIL_DOMAIN", "bad domain>",
+                 "HELPDESK_MAIL_DOMAIN: mail_domain: 'bad domain>': is not a domain name",
+                 id="mail-domain-not-a-domain"),
+    pytest.param("HELPDESK_SMTP_HOSTNAME", "mx..example.com",
+                 "HELPDESK_SMTP_HOSTNAME: smtp.hostname: 'mx..example.com': "
+                 "is not a domain name", id="greeting-name-not-a-domain"),
     pytest.param("HELPDESK_SMTP_TLS_CERT", "/etc/helpdesk/cert.pem",
                  "HELPDESK_SMTP_TLS_CERT: smtp.tls_cert: '/etc/helpdesk/cert.pem': "
                  "set without smtp.tls_key; STARTTLS needs both, or neither",
