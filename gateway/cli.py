@@ -186,7 +186,7 @@ def upgrade(ctx: click.Context) -> None:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError
 
-    from gateway.database import make_engine, unavailable
+    from gateway.database import SCHEMA_ADVICE, make_engine, unavailable
     from gateway.database import upgrade as run_upgrade
 
     url = command_settings(ctx).database_url
@@ -225,13 +225,6 @@ ROW_ID = click.IntRange(1, 2**31 - 1)
 """A row's id as the database can hold it (an integer column on PostgreSQL)."""
 
 
-SCHEMA_ADVICE = {
-    "empty": "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) makes it",
-    "older": "holds an older schema than this release's: helpdesk db upgrade",
-    "newer": "holds a schema from a later release than this one: run that release",
-}
-
-
 @contextmanager
 def _database(ctx: click.Context) -> Iterator[Database]:
     """The configured database for one short command, with one connection.
@@ -245,7 +238,13 @@ def _database(ctx: click.Context) -> Iterator[Database]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
-    from gateway.database import Database, schema_state, sqlite_path, unavailable
+    from gateway.database import (
+        SCHEMA_ADVICE,
+        Database,
+        schema_state,
+        sqlite_path,
+        unavailable,
+    )
 
     url = command_settings(ctx).database_url
     parsed = make_url(url)

@@ -389,10 +389,12 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
-def is_current(engine: Engine) -> bool:
-    """Whether the schema is at the newest migration."""
-    with engine.connect() as connection:
-        return schema_state(connection) == "current"
+SCHEMA_ADVICE = {
+    "empty": "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) makes it",
+    "older": "holds an older schema than this release's: helpdesk db upgrade",
+    "newer": "holds a schema from a later release than this one: run that release",
+}
+"""What a person is told of a database whose schema is not this release's."""
 
 
 def schema_state(connection: Connection) -> Literal["current", "empty", "older", "newer"]:

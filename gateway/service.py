@@ -18,10 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import dramatiq
+from sqlalchemy.exc import DBAPIError
 
 from gateway.clock import utcnow
-from gateway.database import is_current, sqlite_path, upgrade
-from gateway.errors import ConfigError
+from gateway.database import SCHEMA_ADVICE, schema_state, sqlite_path, unavailable, upgrade
+from gateway.errors import ConfigError, HelpdeskError, first_line
 from gateway.exclusive import hold
 from gateway.handoff import Handoff
 from gateway.inbound import accept
@@ -165,7 +166,19 @@ def server_tls(settings: Settings) -> ssl.SSLContext | None:
 
 
 def migrate_if_needed(runtime: Runtime) -> None:
-    if not is_current(runtime.engine):
+    """Bring an empty or older schema up to date; ``HelpdeskError`` in one line for
+    a database that cannot be read, or one a later release has migrated (which
+    this release must not touch)."""
+    try:
+        with runtime.engine.connect() as connection:
+            state = schema_state(connection)
+    except DBAPIError as error:  # away, or no database at all (a file of another kind)
+        reason = unavailable(error)
+        raise HelpdeskError(f"the database is unavailable: {reason}" if reason else
+                            f"the database cannot be read: {first_line(error)}") from None
+    if state == "newer":
+        raise HelpdeskError(f"the database {SCHEMA_ADVICE['newer']}")
+    if state != "current":
         log.info("bringing the database schema up to date")
         upgrade(runtime.engine)
 
@@ -227,10 +240,18 @@ class Embedded:
         its first sweep would take that one's mail as it is being sent."""
         if self.runtime.settings.embedded:
             self._let_go = hold(self.runtime.settings.database_url)
-        migrate_if_needed(self.runtime)
+        try:
+            migrate_if_needed(self.runtime)
+        except BaseException:
+            self._let_go_of_the_database()
+            raise
         self.worker.start()
         self.sweeper.start()
-        self._stop_smtp = start_smtp(self.runtime, self.dispatch, self.tls)
+        try:
+            self._stop_smtp = start_smtp(self.runtime, self.dispatch, self.tls)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._stop_smtp:
@@ -239,8 +260,12 @@ class Embedded:
         self.worker.stop()
         self.broker.close()
         self.runtime.close()
+        self._let_go_of_the_database()
+
+    def _let_go_of_the_database(self) -> None:
         if self._let_go is not None:
             self._let_go()
+            self._let_go = None
 
 
 def run_smtp(settings: Settings) -> None:

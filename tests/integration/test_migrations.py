@@ -51,3 +51,27 @@ def test_outbox_rows_from_before_get_their_recipient_key(engine):
     with engine.connect() as connection:
         key = connection.scalar(text("select recipient_key from outbox"))
     assert key == "alice@customer.example"
+
+
+def test_serve_on_a_later_releases_schema_or_no_database_stops_in_one_line(tmp_path):
+    from gateway.errors import HelpdeskError
+    from gateway.service import Embedded
+    from tests.conftest import make_settings
+
+    # Given a database a later release has migrated
+    settings = make_settings(tmp_path)
+    first = Embedded(settings)
+    first.start()
+    first.stop()
+    with first.runtime.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    first.runtime.engine.dispose()
+    # When the gateway starts on it, it touches nothing and says why
+    with pytest.raises(HelpdeskError, match=r"^the database holds a schema from a later "
+                                            r"release than this one: run that release$"):
+        Embedded(settings).start()
+    # And so on a file that is no database at all
+    database = tmp_path / "data" / "helpdesk.sqlite3"
+    database.write_bytes(b"not a database, but a file of notes\n" * 100)
+    with pytest.raises(HelpdeskError, match=r"^the database cannot be read: file is not a "):
+        Embedded(settings).start()

@@ -459,8 +459,7 @@ def test_a_port_in_use_is_one_line_naming_the_port(tmp_path):
         running = Embedded(make_settings(tmp_path, HELPDESK_SMTP_PORT=str(port)))
         # When the gateway starts on it
         with pytest.raises(ConfigError) as refused:
-            running.start()
-        running.stop()
+            running.start()  # and stops what it had started
     # Then it says so in one line, blaming the port and what set it
     assert str(refused.value).startswith(
         f"HELPDESK_SMTP_PORT: smtp.port: cannot listen on 127.0.0.1:{port}: ")
