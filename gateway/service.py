@@ -219,8 +219,8 @@ class Embedded:
     """The whole gateway in one process: ``helpdesk serve``."""
 
     def __init__(self, settings: Settings) -> None:
-        _writable_folders(settings)
         self.tls = server_tls(settings)
+        _writable_folders(settings)  # after what is only read: a bad setting makes nothing
         self.broker = make_broker(settings)
         # Each thread that may hold a connection at once: the workers, the edge's
         # stores, the sweep.
