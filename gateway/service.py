@@ -134,7 +134,7 @@ def start_smtp(
         if isinstance(error, OSError):  # the address is taken, or not this machine's
             raise _cannot_listen(runtime.settings, error) from None
         raise
-    log.info("SMTP listening on %s:%s for %s", smtp.host, controller.port,
+    log.info("SMTP listening on %s:%s for %s", smtp.host or "every interface", controller.port,
              ", ".join(runtime.settings.support.addresses))
 
     def stop() -> None:
