@@ -29,16 +29,23 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 from typing import Any
 
-ORIGIN_HEADERS = frozenset(
-    {"from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id",
-     "in-reply-to", "references", "mime-version", "content-type",
-     "content-transfer-encoding"}
+TRACE_HEADERS = frozenset(
+    {"received", "return-path", "delivered-to", "x-original-to", "dkim-signature",
+     "arc-seal", "arc-message-signature", "arc-authentication-results",
+     "authentication-results", "received-spf", "x-received"}
 )
-"""Headers that the author's mail program writes, and the hops after it leave
-alone. Each hop adds its own (``Received``, ``Authentication-Results``, and
-also whatever its filters like: ``X-Spam-Status``, ``X-Virus-Scanned``,
-``X-MS-Exchange-…``), so two deliveries of one mail by two routes differ in
-those, and only in those."""
+"""Headers that each hop adds; two deliveries of one message differ in these."""
+
+TRANSIT_PREFIXES = (
+    "x-spam-", "x-virus-", "x-amavis-", "x-greylist", "x-ms-exchange-", "x-forefront-",
+    "x-microsoft-antispam", "x-proofpoint-", "x-mimecast-", "x-barracuda-", "x-ironport-",
+    "x-sophos-", "x-policyd-",
+)
+"""Headers that the filters of a hop add (spam and virus scanners, Exchange
+Online's transport): the same mail through another MX carries others. Only
+these are left out besides the trace headers: the sender's own headers, known
+or not (``X-Job-Run``, ``Precedence``, ``Resent-*``), tell one mail from
+another, and must stay in."""
 
 CLASSIFY_HEADERS = (
     "auto-submitted", "precedence", "list-id", "list-unsubscribe", "list-post",
@@ -272,8 +279,8 @@ class ParsedMail:
 def identify(raw: bytes) -> tuple[str | None, str]:
     """The Message-ID and the content digest of ``raw``, cheaply (headers only).
 
-    The digest covers everything but the trace headers, so the same message
-    delivered twice, by two routes, has the same digest.
+    The digest leaves out what hops add (``content_digest``), so the same
+    message delivered twice, by two routes, has the same digest.
     """
     headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(_header_section(raw))
     return _message_id(_header_text(headers, "message-id")), content_digest(raw)
@@ -301,21 +308,20 @@ def _header_section(raw: bytes) -> bytes:
 
 
 def content_digest(raw: bytes) -> str:
-    """SHA-256 of the message as its author wrote it (its ``ORIGIN_HEADERS`` and
-    its body), line endings normalised: one mail delivered again, by the same
-    route or another, gives the same; a different mail that reuses its
-    Message-ID does not, and is not taken for a copy."""
+    """SHA-256 of the message without what the hops on its way added (its trace
+    headers and its filters' marks), line endings normalised: the same mail
+    delivered again, by the same route or another, gives the same."""
     head, sep, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     kept: list[bytes] = []
-    keeping = False
+    skipping = False
     for line in head.split(b"\n"):
         if line[:1] in (b" ", b"\t"):
-            if keeping:
+            if not skipping:
                 kept.append(line)
             continue
         name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
-        keeping = name in ORIGIN_HEADERS
-        if keeping:
+        skipping = name in TRACE_HEADERS or name.startswith(TRANSIT_PREFIXES)
+        if not skipping:
             kept.append(line)
     digest = hashlib.sha256(b"\n".join(kept))
     digest.update(sep + body)

@@ -160,6 +160,15 @@ def test_digest_ignores_what_filters_on_the_way_add():
     assert identify(filtered) == identify(raw)
 
 
+@pytest.mark.parametrize("header", [
+    b"X-Job-Run: 2026-11-22", b"Precedence: bulk", b"Resent-Date: Sun, 22 Nov 2026 10:00:00 +0000",
+])
+def test_digest_differs_for_a_header_the_sender_wrote(header):
+    """A script's mails, a bulk copy, a mail sent on again: each its own mail."""
+    raw = mail("[P1] Nightly backup failed", message_id="same")
+    assert content_digest(header + b"\r\n" + raw) != content_digest(raw)
+
+
 def test_digest_differs_when_the_author_wrote_another_mail_with_the_same_id():
     raw = mail("[P1] Database down", message_id="one")
     for header in (b"From: Mallory <mallory@elsewhere.example>",
