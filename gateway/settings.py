@@ -11,6 +11,7 @@ every key.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -43,16 +44,32 @@ CONFIG_ENV = "HELPDESK_CONFIG"
 
 _DOMAIN_NAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
+_ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:)?([^\[\]]+)\]")
 
 
-def _domain_name(value: str) -> str:
-    """``value`` if it is empty or a domain name (RFC 1123 labels): it goes into
-    every Message-ID or greeting the gateway writes, where anything else would
-    make mail that other servers refuse."""
-    if value and not _DOMAIN_NAME.fullmatch(value):
+def _domain_name(value: str, *, literal: bool = False) -> str:
+    """``value`` if it is empty or a domain name (RFC 1123 labels, not all of them
+    numbers), or with ``literal`` an address in brackets (RFC 5321's
+    ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``): it goes into every Message-ID or
+    greeting the gateway writes, where anything else makes mail that other
+    servers refuse."""
+    if not value:
+        return value
+    if literal and (match := _ADDRESS_LITERAL.fullmatch(value)):
+        try:
+            address = ipaddress.ip_address(match.group(1))
+        except ValueError:
+            raise ValueError("is not an address in brackets") from None
+        if (address.version == 6) != value.startswith("[IPv6:"):
+            raise ValueError("is not an address literal: [192.0.2.1] or [IPv6:2001:db8::1]")
+        return value
+    if not _DOMAIN_NAME.fullmatch(value):
         raise ValueError("is not a domain name")
+    if value.replace(".", "").isdigit():
+        hint = f"; an address is written [{value}]" if literal else ""
+        raise ValueError(f"is an address, not a domain name{hint}")
     return value
 
 
@@ -148,7 +165,7 @@ class SmtpSettings(_Section):
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        return _domain_name(value)
+        return _domain_name(value, literal=True)
 
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Bytes; larger mail is refused with 552 (announced with SIZE)."""

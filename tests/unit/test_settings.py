@@ -418,6 +418,15 @@ ENV_ERRORS = [
     pytest.param("HELPDESK_MAIL_DOMAIN", "bad domain>",
                  "HELPDESK_MAIL_DOMAIN: mail_domain: 'bad domain>': is not a domain name",
                  id="mail-domain-not-a-domain"),
+    pytest.param("HELPDESK_MAIL_DOMAIN", "example.com.",
+                 "HELPDESK_MAIL_DOMAIN: mail_domain: 'example.com.': is not a domain name",
+                 id="mail-domain-trailing-dot"),
+    pytest.param("HELPDESK_SMTP_HOSTNAME", "192.0.2.1",
+                 "HELPDESK_SMTP_HOSTNAME: smtp.hostname: '192.0.2.1': is an address, not a "
+                 "domain name; an address is written [192.0.2.1]", id="greeting-bare-address"),
+    pytest.param("HELPDESK_SMTP_HOSTNAME", "[2001:db8::1]",
+                 "HELPDESK_SMTP_HOSTNAME: smtp.hostname: '[2001:db8::1]': is not an address "
+                 "literal: [192.0.2.1] or [IPv6:2001:db8::1]", id="greeting-ipv6-untagged"),
     pytest.param("HELPDESK_SMTP_HOSTNAME", "mx..example.com",
                  "HELPDESK_SMTP_HOSTNAME: smtp.hostname: 'mx..example.com': "
                  "is not a domain name", id="greeting-name-not-a-domain"),
@@ -488,3 +497,9 @@ def test_example_documents_every_key():
     # Then every key of the settings model appears in it, and nothing else
     assert all_keys() - documented == set()
     assert documented - all_keys() == set()
+
+
+@pytest.mark.parametrize("name", ["mx1.example.com", "localhost", "[192.0.2.1]",
+                                  "[IPv6:2001:db8::1]"])
+def test_a_greeting_name_may_be_a_domain_or_an_address_literal(name):
+    assert load_settings(None, environ={"HELPDESK_SMTP_HOSTNAME": name}).smtp.hostname == name
