@@ -58,10 +58,16 @@ from gateway.policy.model import LEVELS, Policy
 
 # --- building blocks ---------------------------------------------------------
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
-_WORDISH = rf"[^\W{_CJK}]"
-"""A letter, digit or underscore, except CJK ones: Chinese and Japanese write
-no spaces, so "紧急P1" must still find ``P1``."""
+_UNSPACED = (
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1780-\u17ff"  # Khmer
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"  # CJK
+)
+_WORDISH = rf"[^\W{_UNSPACED}]"
+"""A letter, digit or underscore, except those of scripts written without spaces
+between words (Chinese, Japanese, Thai, Lao, Khmer, Myanmar; Korean's block
+is kept with the CJK ones): "紧急P1" and "P1ด่วน" must still find ``P1``."""
 
 _START = rf"(?<!{_WORDISH})(?<![.@/\\])"
 """Not glued to a preceding word, domain, address or path."""
