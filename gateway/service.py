@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from gateway.clock import utcnow
 from gateway.database import SCHEMA_ADVICE, schema_state, sqlite_path, unavailable, upgrade
 from gateway.errors import ConfigError, HelpdeskError, first_line
-from gateway.exclusive import hold
+from gateway.exclusive import Hold, hold
 from gateway.handoff import Handoff
 from gateway.inbound import accept
 from gateway.outages import log_failure
@@ -54,6 +54,8 @@ class Sweeper:
         self.dispatch = dispatch
         self.startup = startup
         self.started = utcnow()
+        self.hold: Hold | None = None
+        """The embedded gateway's hold on its database, checked each round."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recovery-sweep", daemon=True)
 
@@ -70,6 +72,11 @@ class Sweeper:
         first round of a process whose senders are all its own, every wait from
         before it started)."""
         now = utcnow()
+        if self.hold is not None:
+            try:
+                self.hold.check()
+            except Exception as error:
+                log_failure(log, error, "recovery sweep could not check the database's hold")
         try:
             sweep(self.runtime.database, self.dispatch, now, stale_after)
         except Exception as error:  # the database may be away; the next round tries again
@@ -232,40 +239,37 @@ class Embedded:
             self.broker, worker_threads=settings.broker.worker_threads, worker_timeout=100
         )
         self.sweeper = Sweeper(self.runtime, self.dispatch, startup=settings.embedded)
-        self._stop_smtp: Callable[[], None] | None = None
-        self._let_go: Callable[[], None] | None = None
+        self._stops: list[Callable[[], None]] = []
+        """What ``start`` has started, each stopped in turn, the last first."""
+        self._closed = False
 
     def start(self) -> None:
         """Raises ``AlreadyRunning`` when another embedded gateway holds the database:
-        its first sweep would take that one's mail as it is being sent."""
-        if self.runtime.settings.embedded:
-            self._let_go = hold(self.runtime.settings.database_url)
+        its first sweep would take that one's mail as it is being sent. A start
+        that fails stops what it had started."""
         try:
+            if self.runtime.settings.embedded:
+                held = hold(self.runtime.settings.database_url)
+                self._stops.append(held.let_go)
+                self.sweeper.hold = held
             migrate_if_needed(self.runtime)
-        except BaseException:
-            self._let_go_of_the_database()
-            raise
-        self.worker.start()
-        self.sweeper.start()
-        try:
-            self._stop_smtp = start_smtp(self.runtime, self.dispatch, self.tls)
+            self.worker.start()
+            self._stops.append(self.worker.stop)
+            self.sweeper.start()
+            self._stops.append(self.sweeper.stop)
+            self._stops.append(start_smtp(self.runtime, self.dispatch, self.tls))
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        if self._stop_smtp:
-            self._stop_smtp()
-        self.sweeper.stop()
-        self.worker.stop()
-        self.broker.close()
-        self.runtime.close()
-        self._let_go_of_the_database()
-
-    def _let_go_of_the_database(self) -> None:
-        if self._let_go is not None:
-            self._let_go()
-            self._let_go = None
+        """Stop what runs, and close; once is enough, and more does nothing."""
+        while self._stops:
+            self._stops.pop()()
+        if not self._closed:
+            self._closed = True
+            self.broker.close()
+            self.runtime.close()
 
 
 def run_smtp(settings: Settings) -> None:

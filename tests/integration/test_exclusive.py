@@ -6,10 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
-from gateway.exclusive import AlreadyRunning, hold
+from gateway.errors import HelpdeskError
+from gateway.exclusive import ADVISORY_KEY, AlreadyRunning, hold
 from gateway.service import Embedded
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 from tests.deployment import ROOT
 
 
@@ -31,9 +34,8 @@ def test_a_second_embedded_gateway_on_the_same_database_refuses_to_start(tmp_pat
             second.start()
         # Then it started nothing: no sweep took the first one's work, no port was bound
         assert not second.sweeper._thread.is_alive()
-        assert second._stop_smtp is None
-        second.runtime.close()
-        second.broker.close()
+        assert second._stops == []
+        second.stop()  # and stopping it again does nothing
     finally:
         first.stop()
     # And once the first has stopped, another may start
@@ -58,4 +60,51 @@ def test_a_gateway_killed_outright_holds_nothing(tmp_path):
         holder.kill()
         holder.wait()
     # Then the next start holds it
-    hold(url)()
+    hold(url).let_go()
+
+
+def test_a_link_to_a_held_database_is_the_same_database(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "data" / "helpdesk.sqlite3").touch()
+    (tmp_path / "other" / "helpdesk.sqlite3").symlink_to(tmp_path / "data" / "helpdesk.sqlite3")
+    held = hold(f"sqlite:///{tmp_path}/data/helpdesk.sqlite3")
+    try:
+        with pytest.raises(AlreadyRunning):
+            hold(f"sqlite:///{tmp_path}/other/helpdesk.sqlite3")
+    finally:
+        held.let_go()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_line(tmp_path):
+    (tmp_path / "helpdesk.sqlite3.lock").mkdir()  # a folder where the file should be
+    with pytest.raises(HelpdeskError, match=r"helpdesk\.sqlite3\.lock: cannot open the file "
+                                            r"that keeps a second gateway off"):
+        hold(f"sqlite:///{tmp_path}/helpdesk.sqlite3")
+
+
+def test_a_postgresql_that_cannot_be_reached_is_one_line():
+    with pytest.raises(HelpdeskError, match=r"the database is unavailable: "):
+        hold(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
+
+
+@pytest.mark.postgres
+def test_a_hold_lost_with_its_connection_is_taken_again(pg_url, caplog):
+    # Given a gateway's hold, whose connection the server ends (a restart, say)
+    held = hold(pg_url)
+    admin = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with admin.connect() as connection:
+            ended = connection.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objid = :key"), {"key": ADVISORY_KEY})
+        assert ended == 1
+        # When the sweep checks it
+        held.check()
+        # Then it is held again: a second gateway is still kept off
+        with pytest.raises(AlreadyRunning):
+            hold(pg_url)
+        assert "was lost; taking the database again" in caplog.text
+    finally:
+        held.let_go()
+        admin.dispose()
