@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -73,13 +74,19 @@ def make_engine(url: str, *, pool_size: int = 10, autocommit: bool = False) -> E
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    connect: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    # What the URL (or libpq's environment) says wins over the gateway's defaults:
+    # SQLAlchemy's connect_args would replace the URL's values, and an ``options``
+    # given here would hide PGOPTIONS from libpq.
+    connect: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query and "PGCONNECT_TIMEOUT" not in os.environ:
+        connect["connect_timeout"] = CONNECT_TIMEOUT
     if autocommit:
         # A lone statement (the SMTP edge's store) waits for a lock at most this
         # long; a table locked by a migration would otherwise hold the client's
-        # answer until it ends. Added to what the URL asks for, not in its place.
-        given = str(parsed.query.get("options", ""))
-        connect["options"] = f"{given} -c lock_timeout={LONE_LOCK_TIMEOUT_MS}".strip()
+        # answer until it ends. Put first, so that the URL's or PGOPTIONS' own
+        # lock_timeout, if any, comes later and wins.
+        given = str(parsed.query.get("options", os.environ.get("PGOPTIONS", "")))
+        connect["options"] = f"-c lock_timeout={LONE_LOCK_TIMEOUT_MS} {given}".strip()
     engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size,
                            connect_args=connect, **options)
     pinger = _PingWhenIdle(engine)

@@ -189,3 +189,26 @@ def test_a_commit_lost_after_the_step_is_an_error_and_the_pool_recovers(proxied)
     with database.transaction() as connection:
         connection.execute(text("insert into t values (2)"))
     assert committed(database) == [2]
+
+
+@pytest.mark.postgres
+def test_what_the_url_and_pgoptions_ask_of_postgresql_is_kept(pg_url, monkeypatch):
+    """The gateway's own timeouts go under what the URL or libpq's environment says."""
+    from gateway.database import make_engine
+
+    monkeypatch.setenv("PGOPTIONS", "-c application_name=from-pgoptions")
+    for autocommit in (False, True):
+        engine = make_engine(pg_url, pool_size=1, autocommit=autocommit)
+        with engine.connect() as connection:
+            assert connection.scalar(text("SHOW application_name")) == "from-pgoptions"
+            lock = connection.scalar(text("SHOW lock_timeout"))
+            assert lock == ("30s" if autocommit else "0"), lock
+        engine.dispose()
+    monkeypatch.delenv("PGOPTIONS")
+    url = f"{pg_url}?options=-c%20lock_timeout%3D5s&connect_timeout=33"
+    engine = make_engine(url, pool_size=1, autocommit=True)
+    with engine.connect() as connection:
+        assert connection.scalar(text("SHOW lock_timeout")) == "5s"
+        assert connection.connection.driver_connection.info.get_parameters()[
+            "connect_timeout"] == "33"
+    engine.dispose()
