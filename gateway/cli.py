@@ -103,6 +103,10 @@ def _production_settings(ctx: click.Context, part: str) -> Settings:
     return settings
 
 
+_NOT_AN_OUTAGE = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+"""What PostgreSQL says when it refuses a connection that waiting will not let in."""
+
+
 def _on_this_releases_schema(ctx: click.Context) -> None:
     """Stop a part run apart, in one line and exit status 1, when its database
     cannot be read or holds no schema of this release (none yet, older, or a
@@ -125,7 +129,11 @@ def _on_this_releases_schema(ctx: click.Context) -> None:
     except click.ClickException as refusal:
         cause = refusal.__context__  # what ``_database`` said in one line
         away = unavailable(cause) if cause is not None else None
-        if away is None:
+        # A refused login or a database not there is no outage that passes: started,
+        # the part would answer 451 to every mail for good. libpq gives no SQLSTATE
+        # for a refused connection, only the server's words (in English unless the
+        # server speaks another language, when the part starts as for an outage).
+        if away is None or any(words in away for words in _NOT_AN_OUTAGE):
             raise
         logging.getLogger(__name__).warning(
             "the database is away (%s): starting all the same, without checking its "

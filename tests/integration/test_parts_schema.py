@@ -76,3 +76,21 @@ def test_a_part_starts_while_its_database_is_away(tmp_path: Path, monkeypatch: p
     # Then they start all the same, to take mail once it is back (the edge says 451 meanwhile)
     assert result.exit_code == 0, result.output
     assert len(started) == 1
+
+
+@pytest.mark.postgres
+def test_a_part_refuses_a_database_that_is_not_there(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url).set(database="helpdesk_no_such_database")
+    env = {"HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": REDIS_URL,
+           "HELPDESK_DATABASE_URL": url.render_as_string(hide_password=False)}
+    monkeypatch.chdir(tmp_path)
+    started: list[tuple[object, ...]] = []
+    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    result = CliRunner().invoke(main, ["worker"], env=env)
+    assert result.exit_code == 1, result.output
+    assert 'database "helpdesk_no_such_database" does not exist' in result.output
+    assert started == []
