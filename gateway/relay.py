@@ -403,17 +403,17 @@ def _answer(
     looked_last = False
     while (whole := _whole_answer(received)) is None:
         now = time.monotonic()
+        if slow_at is not None and now >= slow_at:
+            assert waiting is not None
+            waiting()
+            slow_at = None
+            continue
         if now >= deadline:
             # Once more, without waiting: ``waiting`` (a database record) may have run
             # past the deadline while the answer came.
             if looked_last:
                 raise TimeoutError(f"no whole answer within {within:g} s")
             looked_last = True
-        if slow_at is not None and now >= slow_at:
-            assert waiting is not None
-            waiting()
-            slow_at = None
-            continue
         until = deadline if slow_at is None else min(deadline, slow_at)
         if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and not ready(
                 sock.fileno(), until - now):

@@ -50,3 +50,23 @@ def test_no_answer_by_the_deadline_is_a_timeout_after_one_last_look(clock):
 
         with pytest.raises(TimeoutError, match="no whole answer within 10 s"):
             relay._answer(ours, 10.0, waiting, 0.0)
+
+
+def test_an_answer_awaited_no_longer_than_the_moment_it_is_slow_still_gets_its_last_look(
+    clock, monkeypatch
+):
+    # Given waits that take their whole time on the fake clock
+    def ready(fd: int, timeout: float) -> bool:
+        clock.now += max(timeout, 0.0)
+        return real_ready(fd, 0.0)
+
+    real_ready = relay.ready
+    monkeypatch.setattr(relay, "ready", ready)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        # When the relay answers just as it is found slow, which is also the deadline
+        def waiting() -> None:
+            theirs.sendall(b"250 OK\r\n")
+
+        # Then the answer is read in the last look, after the wait is recorded
+        assert relay._answer(ours, 1.0, waiting, 1.0) == (250, b"OK")
