@@ -32,14 +32,16 @@ from typing import Any
 TRACE_HEADERS = frozenset(
     {"received", "return-path", "delivered-to", "x-original-to", "dkim-signature",
      "arc-seal", "arc-message-signature", "arc-authentication-results",
-     "authentication-results", "received-spf", "x-received"}
+     "authentication-results", "received-spf", "x-received", "envelope-to",
+     "x-envelope-from", "x-envelope-to", "x-forwarded-to", "x-forwarded-for",
+     "original-recipient", "x-original-authentication-results"}
 )
 """Headers that each hop adds; two deliveries of one message differ in these."""
 
 TRANSIT_PREFIXES = (
-    "x-spam-", "x-virus-", "x-amavis-", "x-greylist", "x-ms-exchange-", "x-forefront-",
-    "x-microsoft-antispam", "x-proofpoint-", "x-mimecast-", "x-barracuda-", "x-ironport-",
-    "x-sophos-", "x-policyd-",
+    "x-spam", "x-rspamd-", "x-virus-", "x-amavis-", "x-greylist", "x-ms-exchange-",
+    "x-forefront-", "x-microsoft-antispam", "x-proofpoint-", "x-mimecast-", "x-barracuda-",
+    "x-ironport-", "x-sophos-", "x-policyd-",
 )
 """Headers that the filters of a hop add (spam and virus scanners, Exchange
 Online's transport): the same mail through another MX carries others. Only

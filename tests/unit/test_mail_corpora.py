@@ -154,7 +154,10 @@ def test_digest_ignores_what_filters_on_the_way_add():
     filtered = (
         b"X-Spam-Status: No, score=-0.1 required=5.0 tests=BAYES_00\n"
         b"X-Virus-Scanned: amavisd-new at mx2.example\n"
-        b"X-MS-Exchange-Organization-SCL: 1\n" + raw
+        b"X-MS-Exchange-Organization-SCL: 1\n"
+        b"X-Spam: Yes\nX-Spamd-Result: default: False [1.20 / 15.00]\n"
+        b"X-Rspamd-Queue-Id: 4F1A2B\nX-Rspamd-Server: mx2\n"
+        b"Envelope-To: support@example.com\nX-Envelope-From: <alice@example.org>\n" + raw
     )
     # Then it is the same mail: one case, one acknowledgement
     assert identify(filtered) == identify(raw)
