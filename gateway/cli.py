@@ -103,8 +103,18 @@ def _production_settings(ctx: click.Context, part: str) -> Settings:
     return settings
 
 
-_NOT_AN_OUTAGE = ("does not exist", "authentication failed", "no pg_hba.conf entry")
-"""What PostgreSQL says when it refuses a connection that waiting will not let in."""
+_PASSING_OUTAGE = (
+    "connection refused", "timeout expired", "timed out", "could not translate host name",
+    "no route to host", "network is unreachable", "connection reset",
+    "closed the connection unexpectedly", "starting up", "shutting down",
+    "not yet accepting connections", "in recovery mode", "too many clients",
+    "remaining connection slots", "database is locked",
+)
+"""What the database (libpq, the network, SQLite) says of an outage that passes:
+it is not there yet, restarting, or full. libpq gives no SQLSTATE for a refused
+connection, only these words; anything else it says when it refuses one (a
+login refused, a database or a privilege not there, SSL not offered) waiting
+will not cure."""
 
 
 def _on_this_releases_schema(ctx: click.Context) -> None:
@@ -129,11 +139,10 @@ def _on_this_releases_schema(ctx: click.Context) -> None:
     except click.ClickException as refusal:
         cause = refusal.__context__  # what ``_database`` said in one line
         away = unavailable(cause) if cause is not None else None
-        # A refused login or a database not there is no outage that passes: started,
-        # the part would answer 451 to every mail for good. libpq gives no SQLSTATE
-        # for a refused connection, only the server's words (in English unless the
-        # server speaks another language, when the part starts as for an outage).
-        if away is None or any(words in away for words in _NOT_AN_OUTAGE):
+        # Only an outage that passes lets the part start: refused for good (a login,
+        # a database not there), it would answer 451 to every mail, for good. In
+        # doubt it stops, and a service manager's restart tries again.
+        if away is None or not any(words in away.lower() for words in _PASSING_OUTAGE):
             raise
         logging.getLogger(__name__).warning(
             "the database is away (%s): starting all the same, without checking its "

@@ -94,3 +94,33 @@ def test_a_part_refuses_a_database_that_is_not_there(
     assert result.exit_code == 1, result.output
     assert 'database "helpdesk_no_such_database" does not exist' in result.output
     assert started == []
+
+
+@pytest.mark.postgres
+def test_a_part_refuses_a_login_the_database_will_never_take(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import PG_ADMIN_URL
+
+    role = f"helpdesk_nologin_{os.getpid()}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
+    try:
+        url = make_url(pg_url).set(username=role)
+        env = {"HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": REDIS_URL,
+               "HELPDESK_DATABASE_URL": url.render_as_string(hide_password=False)}
+        monkeypatch.chdir(tmp_path)
+        started: list[tuple[object, ...]] = []
+        monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+        result = CliRunner().invoke(main, ["worker"], env=env)
+        assert result.exit_code == 1, result.output
+        assert "is not permitted to log in" in result.output
+        assert started == []
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
