@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from click.testing import CliRunner
-from sqlalchemy import text
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from gateway.cli import main
 from gateway.database import _alembic_config
 from gateway.runtime import Runtime
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, free_port
 
 SAID = {
     "empty": "holds no gateway yet: helpdesk db upgrade (or helpdesk serve) makes it",
@@ -64,15 +65,22 @@ def test_a_part_run_apart_refuses_a_database_of_another_schema_in_one_line(
     assert started == []
 
 
-def test_a_part_starts_while_its_database_is_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # Given a database that does not answer (restarting, say)
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+def start_workers(url: str, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[Result, list[tuple[object, ...]]]:
+    """``helpdesk worker`` on the database at ``url``, and what it would have started
+    (Dramatiq's ``execv``, kept from happening)."""
     env = {"HELPDESK_CONFIG": None, "HELPDESK_DATABASE_URL": url, "HELPDESK_BROKER_URL": REDIS_URL}
     monkeypatch.chdir(tmp_path)
     started: list[tuple[object, ...]] = []
     monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
+    return CliRunner().invoke(main, ["worker"], env=env), started
+
+
+def test_a_part_starts_while_its_database_is_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Given a database that does not answer (restarting, say)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
     # When the workers are started
-    result = CliRunner().invoke(main, ["worker"], env=env)
+    result, started = start_workers(url, tmp_path, monkeypatch)
     # Then they start all the same, to take mail once it is back (the edge says 451 meanwhile)
     assert result.exit_code == 0, result.output
     assert len(started) == 1
@@ -82,15 +90,9 @@ def test_a_part_starts_while_its_database_is_away(tmp_path: Path, monkeypatch: p
 def test_a_part_refuses_a_database_that_is_not_there(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from sqlalchemy.engine import make_url
-
     url = make_url(pg_url).set(database="helpdesk_no_such_database")
-    env = {"HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": REDIS_URL,
-           "HELPDESK_DATABASE_URL": url.render_as_string(hide_password=False)}
-    monkeypatch.chdir(tmp_path)
-    started: list[tuple[object, ...]] = []
-    monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
-    result = CliRunner().invoke(main, ["worker"], env=env)
+    result, started = start_workers(url.render_as_string(hide_password=False), tmp_path,
+                                    monkeypatch)
     assert result.exit_code == 1, result.output
     assert 'database "helpdesk_no_such_database" does not exist' in result.output
     assert started == []
@@ -100,23 +102,14 @@ def test_a_part_refuses_a_database_that_is_not_there(
 def test_a_part_refuses_a_login_the_database_will_never_take(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
-    from tests.conftest import PG_ADMIN_URL
-
     role = f"helpdesk_nologin_{os.getpid()}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
     try:
         url = make_url(pg_url).set(username=role)
-        env = {"HELPDESK_CONFIG": None, "HELPDESK_BROKER_URL": REDIS_URL,
-               "HELPDESK_DATABASE_URL": url.render_as_string(hide_password=False)}
-        monkeypatch.chdir(tmp_path)
-        started: list[tuple[object, ...]] = []
-        monkeypatch.setattr(os, "execv", lambda *args: started.append(args))
-        result = CliRunner().invoke(main, ["worker"], env=env)
+        result, started = start_workers(url.render_as_string(hide_password=False), tmp_path,
+                                        monkeypatch)
         assert result.exit_code == 1, result.output
         assert "is not permitted to log in" in result.output
         assert started == []
