@@ -39,7 +39,8 @@ except ImportError:  # not on every platform: there, nothing is held
 log = logging.getLogger(__name__)
 
 ADVISORY_KEY = 0x68656C70  # "help": the gateway's advisory lock in a shared PostgreSQL
-"""Distinct from the numbers other programs sharing the database would choose."""
+"""Distinct from the numbers other programs sharing the database would choose;
+the lock's second number is the schema's (``hashtext(current_schema())``)."""
 
 
 class AlreadyRunning(HelpdeskError):
@@ -126,8 +127,10 @@ class _AdvisoryHold(Hold):
         self._drop_connection()
         try:
             connection = self._engine.connect()
-            taken = bool(connection.scalar(text("SELECT pg_try_advisory_lock(:key)"),
-                                           {"key": ADVISORY_KEY}))
+            # Per schema: gateways kept apart by their search_path share no data.
+            taken = bool(connection.scalar(text(
+                "SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"),
+                {"key": ADVISORY_KEY}))
             connection.commit()
         except DBAPIError as error:
             reason = unavailable(error)

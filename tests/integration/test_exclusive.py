@@ -97,7 +97,8 @@ def test_a_hold_lost_with_its_connection_is_taken_again(pg_url, caplog):
         with admin.connect() as connection:
             ended = connection.scalar(text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND objid = :key"), {"key": ADVISORY_KEY})
+                "WHERE locktype = 'advisory' AND classid = :key AND objsubid = 2"),
+                {"key": ADVISORY_KEY})
         assert ended == 1
         # When the sweep checks it
         held.check()
@@ -108,3 +109,20 @@ def test_a_hold_lost_with_its_connection_is_taken_again(pg_url, caplog):
     finally:
         held.let_go()
         admin.dispose()
+
+
+@pytest.mark.postgres
+def test_gateways_in_schemas_of_their_own_do_not_keep_each_other_off(pg_url):
+    admin = create_engine(pg_url, poolclass=NullPool)
+    with admin.begin() as connection:
+        connection.execute(text("CREATE SCHEMA helpdesk_a"))
+        connection.execute(text("CREATE SCHEMA helpdesk_b"))
+    admin.dispose()
+    first = hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_a")
+    second = hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_b")
+    try:
+        with pytest.raises(AlreadyRunning):
+            hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_a")
+    finally:
+        first.let_go()
+        second.let_go()
