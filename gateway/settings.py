@@ -46,7 +46,8 @@ _DOMAIN_NAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:)?([^\[\]]+)\]")
+_ADDRESS_LITERAL = re.compile(r"\[(IPv6:)?([^\[\]%]+)\]", re.IGNORECASE)
+"""RFC 5321's address literal (its tag case-insensitive), with no zone (``%eth0``)."""
 
 
 def _domain_name(value: str, *, literal: bool = False) -> str:
@@ -59,10 +60,10 @@ def _domain_name(value: str, *, literal: bool = False) -> str:
         return value
     if literal and (match := _ADDRESS_LITERAL.fullmatch(value)):
         try:
-            address = ipaddress.ip_address(match.group(1))
+            address = ipaddress.ip_address(match.group(2))
         except ValueError:
             raise ValueError("is not an address in brackets") from None
-        if (address.version == 6) != value.startswith("[IPv6:"):
+        if (address.version == 6) != bool(match.group(1)):
             raise ValueError("is not an address literal: [192.0.2.1] or [IPv6:2001:db8::1]")
         return value
     if not _DOMAIN_NAME.fullmatch(value):

@@ -427,6 +427,9 @@ ENV_ERRORS = [
     pytest.param("HELPDESK_SMTP_HOSTNAME", "[2001:db8::1]",
                  "HELPDESK_SMTP_HOSTNAME: smtp.hostname: '[2001:db8::1]': is not an address "
                  "literal: [192.0.2.1] or [IPv6:2001:db8::1]", id="greeting-ipv6-untagged"),
+    pytest.param("HELPDESK_SMTP_HOSTNAME", "[IPv6:fe80::1%eth0]",
+                 "HELPDESK_SMTP_HOSTNAME: smtp.hostname: '[IPv6:fe80::1%eth0]': is not a "
+                 "domain name", id="greeting-address-with-a-zone"),
     pytest.param("HELPDESK_SMTP_HOSTNAME", "mx..example.com",
                  "HELPDESK_SMTP_HOSTNAME: smtp.hostname: 'mx..example.com': "
                  "is not a domain name", id="greeting-name-not-a-domain"),
@@ -500,6 +503,6 @@ def test_example_documents_every_key():
 
 
 @pytest.mark.parametrize("name", ["mx1.example.com", "localhost", "[192.0.2.1]",
-                                  "[IPv6:2001:db8::1]"])
+                                  "[IPv6:2001:db8::1]", "[ipv6:2001:db8::1]"])
 def test_a_greeting_name_may_be_a_domain_or_an_address_literal(name):
     assert load_settings(None, environ={"HELPDESK_SMTP_HOSTNAME": name}).smtp.hostname == name
