@@ -42,6 +42,13 @@ CONNECT_TIMEOUT = 10
 """Seconds to reach PostgreSQL: a host that drops packets (a failover, a network
 partition) is an outage after this, not after the system's two minutes."""
 
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
+"""TCP keepalives on PostgreSQL connections: a connection whose server vanished
+without a word (a failover, a partition) fails within a minute, instead of
+holding a statement (a store the SMTP client waits on, a sweep) for the
+system's two hours."""
+
 LONE_LOCK_TIMEOUT_MS = 30_000
 """Milliseconds a statement that stands alone (autocommit) waits for a lock."""
 
@@ -80,6 +87,9 @@ def make_engine(url: str, *, pool_size: int = 10, autocommit: bool = False) -> E
     connect: dict[str, Any] = {}
     if "connect_timeout" not in parsed.query and "PGCONNECT_TIMEOUT" not in os.environ:
         connect["connect_timeout"] = CONNECT_TIMEOUT
+    for name, value in KEEPALIVES.items():
+        if name not in parsed.query:
+            connect[name] = value
     if autocommit:
         # A lone statement (the SMTP edge's store) waits for a lock at most this
         # long; a table locked by a migration would otherwise hold the client's

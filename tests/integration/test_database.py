@@ -209,6 +209,7 @@ def test_what_the_url_and_pgoptions_ask_of_postgresql_is_kept(pg_url, monkeypatc
     engine = make_engine(url, pool_size=1, autocommit=True)
     with engine.connect() as connection:
         assert connection.scalar(text("SHOW lock_timeout")) == "5s"
-        assert connection.connection.driver_connection.info.get_parameters()[
-            "connect_timeout"] == "33"
+        parameters = connection.connection.driver_connection.info.get_parameters()
+        assert parameters["connect_timeout"] == "33"
+        assert (parameters["keepalives"], parameters["keepalives_idle"]) == ("1", "30")
     engine.dispose()
