@@ -151,6 +151,8 @@ class GatewaySMTP(SMTP):
         self._answering = False
         """Whether the handler is storing a message, whose answer the client awaits."""
         super().__init__(handler, **kwargs)
+        self._most = self.data_size_limit
+        """The largest message taken, as announced with SIZE."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again, with the encrypted transport, after STARTTLS: counted once.
@@ -182,9 +184,26 @@ class GatewaySMTP(SMTP):
         return path, rest
 
 
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd counts the data as it comes, its doubled dots (RFC 5321's
+        # transparency) included, which RFC 1870 leaves out of a message's size: a
+        # message under the limit whose lines often start with "." would get 552.
+        # While the data comes it is given room for them (a third at most: "..",
+        # CRLF for a line of "."), and the message itself is measured once the
+        # dots are undone (``_call_handler_hook``).
+        if self._most:
+            self.data_size_limit = self._most + self._most // 3 + 3
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.data_size_limit = self._most
+
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         if command != "DATA":
             return await super()._call_handler_hook(command, *args)
+        assert self.envelope is not None
+        if self._most and len(self.envelope.original_content or b"") > self._most:
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
         self._answering = True
         try:
             return await super()._call_handler_hook(command, *args)

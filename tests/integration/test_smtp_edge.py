@@ -217,6 +217,26 @@ def test_message_over_the_size_limit_gets_552_and_is_not_stored(gateway):
     assert stored(gateway) == 0
 
 
+def test_the_doubled_dots_of_smtp_do_not_count_against_the_size_limit(gateway):
+    # Given a message just under the limit (20,000 bytes) whose lines mostly start
+    # with ".", which SMTP doubles on the way: 25,000 bytes or so on the wire
+    body = ".\n" * 5000 + ". a line of a log\n" * 200
+    dotted = mail("[P3] dotted log", body=body).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert 19000 < len(dotted) <= 20000
+    with client(gateway) as smtp:
+        # When it is sent, it is taken whole (RFC 1870: the size is the message's)
+        smtp.sendmail("alice@customer.example", ["support@example.com"], dotted)
+    assert stored(gateway) == 1
+    with gateway.runtime.database.session() as session:
+        raw = session.scalar(select(InboundMessage.raw))
+    assert raw == dotted
+    # And one byte over the limit is still refused
+    over = dotted + b"x" * (20001 - len(dotted))
+    with client(gateway) as smtp, pytest.raises(smtplib.SMTPResponseException) as refused:
+        smtp.sendmail("alice@customer.example", ["support@example.com"], over)
+    assert refused.value.smtp_code == 552
+
+
 def test_size_declared_in_mail_from_is_refused_early(gateway):
     with client(gateway) as smtp:
         smtp.ehlo()
