@@ -104,14 +104,17 @@ def _production_settings(ctx: click.Context, part: str) -> Settings:
 
 
 _PASSING_OUTAGE = (
-    "connection refused", "timeout expired", "timed out", "could not translate host name",
+    "connection refused", "no such file or directory", "timeout expired", "timed out",
+    "could not translate host name", "failed to resolve host", "name resolution",
     "no route to host", "network is unreachable", "connection reset",
     "closed the connection unexpectedly", "starting up", "shutting down",
     "not yet accepting connections", "in recovery mode", "too many clients",
-    "remaining connection slots", "database is locked",
+    "too many connections for", "remaining connection slots", "query_wait_timeout",
+    "cannot connect to server", "database is locked",
 )
-"""What the database (libpq, the network, SQLite) says of an outage that passes:
-it is not there yet, restarting, or full. libpq gives no SQLSTATE for a refused
+"""What the database (libpq, psycopg, PgBouncer, the network, SQLite) says of an
+outage that passes: it is not there yet (a socket not made, a name not yet
+resolved), restarting, or full. libpq gives no SQLSTATE for a refused
 connection, only these words; anything else it says when it refuses one (a
 login refused, a database or a privilege not there, SSL not offered) waiting
 will not cure."""

@@ -76,9 +76,17 @@ def start_workers(url: str, tmp_path: Path,
     return CliRunner().invoke(main, ["worker"], env=env), started
 
 
-def test_a_part_starts_while_its_database_is_away(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # Given a database that does not answer (restarting, say)
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+@pytest.mark.parametrize("where", ["port", "socket", "name"])
+def test_a_part_starts_while_its_database_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+):
+    # Given a database that does not answer (restarting, say): nothing on its port, no
+    # socket made yet, or a name that does not resolve (yet)
+    url = {
+        "port": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test",
+        "socket": f"postgresql+psycopg://postgres@/test?host={tmp_path}/no-server-yet",
+        "name": "postgresql+psycopg://postgres@database.invalid/test",
+    }[where]
     # When the workers are started
     result, started = start_workers(url, tmp_path, monkeypatch)
     # Then they start all the same, to take mail once it is back (the edge says 451 meanwhile)
