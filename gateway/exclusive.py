@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 ADVISORY_KEY = 0x68656C70  # "help": the gateway's advisory lock in a shared PostgreSQL
 """Distinct from the numbers other programs sharing the database would choose;
-the lock's second number is the schema's (``hashtext(current_schema())``)."""
+the lock's second number is the schema's (``hashtext(current_schema())``; a
+search_path that names no schema there yet is one of its own, and the
+migration then says what is wrong)."""
 
 
 class AlreadyRunning(HelpdeskError):
@@ -129,7 +131,7 @@ class _AdvisoryHold(Hold):
             connection = self._engine.connect()
             # Per schema: gateways kept apart by their search_path share no data.
             taken = bool(connection.scalar(text(
-                "SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"),
+                "SELECT pg_try_advisory_lock(:key, hashtext(coalesce(current_schema(), '')))"),
                 {"key": ADVISORY_KEY}))
             connection.commit()
         except DBAPIError as error:

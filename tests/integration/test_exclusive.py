@@ -126,3 +126,13 @@ def test_gateways_in_schemas_of_their_own_do_not_keep_each_other_off(pg_url):
     finally:
         first.let_go()
         second.let_go()
+
+
+@pytest.mark.postgres
+def test_a_search_path_naming_no_schema_is_held_all_the_same(pg_url):
+    held = hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_not_there")
+    try:
+        with pytest.raises(AlreadyRunning):
+            hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_not_there")
+    finally:
+        held.let_go()
