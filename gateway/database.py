@@ -43,11 +43,12 @@ CONNECT_TIMEOUT = 10
 partition) is an outage after this, not after the system's two minutes."""
 
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-              "keepalives_count": 3}
-"""TCP keepalives on PostgreSQL connections: a connection whose server vanished
-without a word (a failover, a partition) fails within a minute, instead of
-holding a statement (a store the SMTP client waits on, a sweep) for the
-system's two hours."""
+              "keepalives_count": 3, "tcp_user_timeout": 60_000}
+"""TCP keepalives, and a most for data sent and not acknowledged (milliseconds),
+on PostgreSQL connections: a connection whose server vanished without a word
+(a failover, a partition) fails within a minute, instead of holding a
+statement (a store the SMTP client waits on, a sweep) for the system's
+retransmissions (a quarter of an hour) or its keepalive (two hours)."""
 
 LONE_LOCK_TIMEOUT_MS = 30_000
 """Milliseconds a statement that stands alone (autocommit) waits for a lock."""

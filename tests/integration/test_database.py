@@ -211,5 +211,6 @@ def test_what_the_url_and_pgoptions_ask_of_postgresql_is_kept(pg_url, monkeypatc
         assert connection.scalar(text("SHOW lock_timeout")) == "5s"
         parameters = connection.connection.driver_connection.info.get_parameters()
         assert parameters["connect_timeout"] == "33"
-        assert (parameters["keepalives"], parameters["keepalives_idle"]) == ("1", "30")
+        assert (parameters["keepalives"], parameters["keepalives_idle"],
+                parameters["tcp_user_timeout"]) == ("1", "30", "60000")
     engine.dispose()
