@@ -16,6 +16,16 @@ from tests.conftest import free_port, make_settings
 from tests.deployment import ROOT
 
 
+def assert_kept_off(held_url: str, second_url: str) -> None:
+    """While ``held_url`` is held, a hold on ``second_url`` is refused."""
+    held = hold(held_url)
+    try:
+        with pytest.raises(AlreadyRunning):
+            hold(second_url)
+    finally:
+        held.let_go()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_env(request, tmp_path) -> dict[str, str]:
     if request.param == "sqlite":
@@ -68,12 +78,8 @@ def test_a_link_to_a_held_database_is_the_same_database(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "data" / "helpdesk.sqlite3").touch()
     (tmp_path / "other" / "helpdesk.sqlite3").symlink_to(tmp_path / "data" / "helpdesk.sqlite3")
-    held = hold(f"sqlite:///{tmp_path}/data/helpdesk.sqlite3")
-    try:
-        with pytest.raises(AlreadyRunning):
-            hold(f"sqlite:///{tmp_path}/other/helpdesk.sqlite3")
-    finally:
-        held.let_go()
+    assert_kept_off(f"sqlite:///{tmp_path}/data/helpdesk.sqlite3",
+                    f"sqlite:///{tmp_path}/other/helpdesk.sqlite3")
 
 
 def test_a_lock_file_that_cannot_be_opened_is_one_line(tmp_path):
@@ -130,9 +136,5 @@ def test_gateways_in_schemas_of_their_own_do_not_keep_each_other_off(pg_url):
 
 @pytest.mark.postgres
 def test_a_search_path_naming_no_schema_is_held_all_the_same(pg_url):
-    held = hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_not_there")
-    try:
-        with pytest.raises(AlreadyRunning):
-            hold(f"{pg_url}?options=-csearch_path%3Dhelpdesk_not_there")
-    finally:
-        held.let_go()
+    url = f"{pg_url}?options=-csearch_path%3Dhelpdesk_not_there"
+    assert_kept_off(url, url)
