@@ -8,8 +8,11 @@ discards the mail. Then the final ``.`` of the DATA phase is written, and
 the COMMIT goes out straight after it (``database.commit_right_after``).
 
 The dot is written without giving up the interpreter lock (``_send_now``),
+right after the other threads have had their turn (``commit_right_after``),
 so over a plain connection, with the outbox on PostgreSQL, the two writes
-are microseconds apart however busy the machine is. A process killed
+are tens of microseconds apart as a rule; milliseconds now and then under
+full load, when the kernel gives the core to another process meanwhile, or
+the interpreter its lock to another thread. A process killed
 before the dot has sent nothing, and its claim is recovered; one killed
 after the COMMIT went out has sent the mail and recorded it. Only a kill
 between the two writes sends the mail a second time, with the same
