@@ -272,7 +272,7 @@ class ParsedMail:
     (the first line of a name, as ``message.get`` reads it)."""
     repeated_headers: Mapping[str, tuple[str, ...]]
     """Lower-cased names of ``CLASSIFY_HEADERS`` given more than once → the values
-    of the lines after the first (see ``_repeated_headers``)."""
+    of the lines after the first (see ``_header_texts``)."""
     content_type: str
     body_text: str
     defects: tuple[str, ...] = field(default=())
@@ -334,7 +334,7 @@ def parse_message(raw: bytes) -> ParsedMail:
     """Everything the pipeline needs from ``raw``; never raises for bad input."""
     memo = _HeaderMemo()
     message, defects = _parse(raw, memo)
-    texts = _header_texts(message)
+    texts, repeated = _header_texts(message)
     subject = sanitize_header_text(texts.get("subject", ""))
     sender, sender_name = _strict_sender(message, defects)
     headers = {
@@ -350,7 +350,7 @@ def parse_message(raw: bytes) -> ParsedMail:
         in_reply_to=_message_ids(texts.get("in-reply-to", "")),
         references=_message_ids(texts.get("references", "")),
         headers=headers,
-        repeated_headers=_repeated_headers(message),
+        repeated_headers=repeated,
         content_type=_content_type(message),
         body_text=_body_text(message, defects),
         defects=(*defects, *sorted(memo.defects)),
@@ -396,51 +396,43 @@ def _header_text(message: Message, name: str) -> str:
     return _as_text(value)
 
 
-def _header_texts(message: Message) -> dict[str, str]:
-    """``_header_text`` of each of ``_READ_HEADERS`` present in a message from ``_parse``.
+def _header_texts(message: Message) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """``_header_text`` of each of ``_READ_HEADERS`` present in a message from
+    ``_parse``; and the values of every ``CLASSIFY_HEADERS`` line after the
+    first of its name.
 
     ``message.get(name)`` scans every header for each name, and ``parse_message``
     reads eighteen names, most of them absent; one scan finds them all. As with
     ``message.get``, the first header of a name is the one read, and a value
     the registry cannot parse gives its raw text. Where the registry's text is
     certain without it (``_plain_header_text``), the registry is not asked.
-    """
-    found: dict[str, tuple[str, str]] = {}
-    for key, raw_value in message.raw_items():
-        name = key.lower()
-        if name in _READ_HEADERS and name not in found:
-            found[name] = (key, raw_value)
-    texts: dict[str, str] = {}
-    for name, (key, raw_value) in found.items():
-        try:
-            value = _plain_header_text(name, raw_value)
-            if value is None:
-                value = message.policy.header_fetch_parse(key, raw_value)
-        except Exception:  # the header registry raises on some malformed values
-            value = raw_value
-        texts[name] = _as_text(value)
-    return texts
-
-
-def _repeated_headers(message: Message) -> dict[str, tuple[str, ...]]:
-    """The values of every ``CLASSIFY_HEADERS`` line after the first of its name.
 
     A later line can say what the first does not (``Auto-Submitted: no``, then
-    ``Auto-Submitted: auto-replied``), and loop protection must see it. These
-    are read as one line of their undecoded text, not by the header registry:
-    a header repeated thousands of times would cost a parse per line, and
-    none of the words the rules look for is ever an encoded word.
+    ``Auto-Submitted: auto-replied``), and loop protection must see it. Later
+    lines are read as one line of their undecoded text, not by the header
+    registry: a header repeated thousands of times would cost a parse per line,
+    and none of the words the rules look for is ever an encoded word.
     """
-    seen: set[str] = set()
+    found: dict[str, tuple[str, str]] = {}
     later: dict[str, list[str]] = {}
     for key, raw_value in message.raw_items():
         name = key.lower()
-        if name not in _CLASSIFY_HEADERS:
+        if name not in _READ_HEADERS:
             continue
-        if name in seen and (value := sanitize_header_text(str(raw_value))):
+        if name not in found:
+            found[name] = (key, raw_value)
+        elif name in _CLASSIFY_HEADERS and (value := sanitize_header_text(str(raw_value))):
             later.setdefault(name, []).append(value)
-        seen.add(name)
-    return {name: tuple(values) for name, values in later.items()}
+    texts: dict[str, str] = {}
+    for name, (key, raw_value) in found.items():
+        try:
+            text = _plain_header_text(name, raw_value)
+            if text is None:
+                text = message.policy.header_fetch_parse(key, raw_value)
+        except Exception:  # the header registry raises on some malformed values
+            text = raw_value
+        texts[name] = _as_text(text)
+    return texts, {name: tuple(values) for name, values in later.items()}
 
 
 def _plain_header_text(name: str, raw_value: str) -> str | None:
