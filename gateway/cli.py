@@ -206,7 +206,7 @@ def upgrade(ctx: click.Context) -> None:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError
 
-    from gateway.database import SCHEMA_ADVICE, make_engine, unavailable
+    from gateway.database import SCHEMA_ADVICE, make_engine, unavailable, unreadable
     from gateway.database import upgrade as run_upgrade
 
     url = command_settings(ctx).database_url
@@ -223,22 +223,12 @@ def upgrade(ctx: click.Context) -> None:
             f"the database {SCHEMA_ADVICE['newer']} ({error})") from None
     except DBAPIError as error:
         if unavailable(error) is not None:
-            raise click.ClickException(_unreadable(error)) from None
+            raise click.ClickException(unreadable(error)) from None
         raise click.ClickException(f"the database refused the migration: "
                                    f"{first_line(error)}") from None
     finally:
         engine.dispose()
     click.echo("database schema is up to date")
-
-
-def _unreadable(error: BaseException) -> str:
-    """What stops the database from being read, in one line."""
-    from gateway.database import unavailable
-
-    reason = unavailable(error)
-    if reason is not None:
-        return f"the database is unavailable: {reason}"
-    return f"the database cannot be read: {first_line(error)}"
 
 
 ROW_ID = click.IntRange(1, 2**31 - 1)
@@ -264,6 +254,7 @@ def _database(ctx: click.Context) -> Iterator[Database]:
         schema_state,
         sqlite_path,
         unavailable,
+        unreadable,
     )
 
     url = command_settings(ctx).database_url
@@ -281,7 +272,7 @@ def _database(ctx: click.Context) -> Iterator[Database]:
             with database.reading() as connection:
                 state = schema_state(connection)
         except DBAPIError as error:  # unreachable, or no database (a file of another kind)
-            raise click.ClickException(_unreadable(error)) from None
+            raise click.ClickException(unreadable(error)) from None
         if state != "current":
             raise click.ClickException(
                 f"the database at {parsed.render_as_string(hide_password=True)} "
@@ -290,7 +281,7 @@ def _database(ctx: click.Context) -> Iterator[Database]:
     except Exception as error:
         if unavailable(error) is None:
             raise
-        raise click.ClickException(_unreadable(error)) from None
+        raise click.ClickException(unreadable(error)) from None
     finally:
         database.dispose()
 

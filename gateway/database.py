@@ -334,6 +334,15 @@ def unavailable(error: BaseException) -> str | None:
     return first_line(error)
 
 
+def unreadable(error: BaseException) -> str:
+    """What stops the database from being read, in one line: an outage
+    (``unavailable``), or anything else it said."""
+    reason = unavailable(error)
+    if reason is not None:
+        return f"the database is unavailable: {reason}"
+    return f"the database cannot be read: {first_line(error)}"
+
+
 def commit_right_after(
     connection: Connection, step: Callable[[], None], *, timeout: float = 30.0
 ) -> None:

@@ -28,8 +28,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from gateway.database import make_engine, sqlite_path, unavailable
-from gateway.errors import HelpdeskError, first_line
+from gateway.database import make_engine, sqlite_path, unreadable
+from gateway.errors import HelpdeskError
 
 try:
     import fcntl
@@ -135,10 +135,7 @@ class _AdvisoryHold(Hold):
                 {"key": ADVISORY_KEY}))
             connection.commit()
         except DBAPIError as error:
-            reason = unavailable(error)
-            raise HelpdeskError(f"{self._name}: " + (
-                f"the database is unavailable: {reason}" if reason else
-                f"the database cannot be read: {first_line(error)}")) from None
+            raise HelpdeskError(f"{self._name}: {unreadable(error)}") from None
         if taken:
             self._connection = connection
         else:

@@ -21,8 +21,8 @@ import dramatiq
 from sqlalchemy.exc import DBAPIError
 
 from gateway.clock import utcnow
-from gateway.database import SCHEMA_ADVICE, schema_state, sqlite_path, unavailable, upgrade
-from gateway.errors import ConfigError, HelpdeskError, first_line
+from gateway.database import SCHEMA_ADVICE, schema_state, sqlite_path, unreadable, upgrade
+from gateway.errors import ConfigError, HelpdeskError
 from gateway.exclusive import Hold, hold
 from gateway.handoff import Handoff
 from gateway.inbound import accept
@@ -180,9 +180,7 @@ def migrate_if_needed(runtime: Runtime) -> None:
         with runtime.engine.connect() as connection:
             state = schema_state(connection)
     except DBAPIError as error:  # away, or no database at all (a file of another kind)
-        reason = unavailable(error)
-        raise HelpdeskError(f"the database is unavailable: {reason}" if reason else
-                            f"the database cannot be read: {first_line(error)}") from None
+        raise HelpdeskError(unreadable(error)) from None
     if state == "newer":
         raise HelpdeskError(f"the database {SCHEMA_ADVICE['newer']}")
     if state != "current":
