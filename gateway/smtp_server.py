@@ -183,7 +183,6 @@ class GatewaySMTP(SMTP):
             return None, None
         return path, rest
 
-
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd counts the data as it comes, its doubled dots (RFC 5321's
         # transparency) included, which RFC 1870 leaves out of a message's size: a
